@@ -1,0 +1,3 @@
+from djhpc.cli import main
+
+main()

@@ -1,0 +1,310 @@
+"""The one place that knows DataJoint 0.14 from 2.x and MySQL from PostgreSQL.
+
+Everything else in djhpc talks to the database through this module: it
+connects (without ever prompting), names the key_source's keys, builds the
+pending-keys query, quotes SQL for the server at hand, and populates one key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from djhpc.errors import UsageError
+
+# Attributes of DataJoint 2.x's per-table jobs table: a primary-key attribute of
+# the same name corrupts the job key there (see notes on 2.x's jobs tables).
+JOBS_COLUMNS = frozenset({
+    "status", "priority", "created_time", "scheduled_time", "reserved_time", "completed_time",
+    "duration", "error_message", "error_stack", "user", "host", "pid", "connection_id", "version",
+})
+
+
+def _datajoint() -> Any:
+    import datajoint
+
+    return datajoint
+
+
+def major_version() -> int:
+    return int(_datajoint().__version__.split(".")[0])
+
+
+def is_legacy() -> bool:
+    """True on the 0.14 line."""
+    return major_version() == 0
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def configure() -> None:
+    """Bring the environment's settings to DataJoint the way each line expects.
+
+    2.x reads DJ_HOST/DJ_USER/DJ_PASS/DJ_PORT/DJ_BACKEND/DJ_USE_TLS itself. 0.14
+    reads only DJ_HOST/DJ_USER/DJ_PASS, so DJ_PORT and DJ_USE_TLS are applied
+    here; and where 0.14 would prompt for a missing user or password (an
+    EOFError on a batch node), djhpc stops with a clear error instead.
+    """
+    dj = _datajoint()
+    if not is_legacy():
+        return
+    config = dj.config
+    port = os.environ.get("DJ_PORT")
+    host = config["database.host"] or "localhost"
+    if port and ":" not in host:
+        config["database.host"] = f"{host}:{port}"
+    tls = _env_flag("DJ_USE_TLS")
+    if tls is not None:
+        config["database.use_tls"] = tls
+    missing = [k for k in ("user", "password") if config[f"database.{k}"] is None]
+    if missing and not sys.stdin.isatty():
+        raise UsageError(
+            f"No database {' or '.join(missing)} configured for DataJoint",
+            "Set DJ_USER/DJ_PASS or database.user/database.password in dj_local_conf.json "
+            "or ~/.datajoint_config.json",
+        )
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """SQL that differs between the two servers."""
+
+    backend: str  # "mysql" | "postgresql"
+
+    @property
+    def postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    def q(self, name: str) -> str:
+        return f'"{name}"' if self.postgres else f"`{name}`"
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{self.q(schema)}.{self.q(name)}"
+
+    @property
+    def serial_pk(self) -> str:
+        return "BIGSERIAL PRIMARY KEY" if self.postgres else "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY"
+
+    @property
+    def timestamp(self) -> str:
+        return "TIMESTAMP(3)" if self.postgres else "DATETIME(3)"
+
+    @property
+    def long_text(self) -> str:
+        return "TEXT" if self.postgres else "MEDIUMTEXT"
+
+    @property
+    def table_options(self) -> str:
+        return "" if self.postgres else " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+
+    def create_schema(self, schema: str) -> str:
+        keyword = "SCHEMA" if self.postgres else "DATABASE"
+        return f"CREATE {keyword} IF NOT EXISTS {self.q(schema)}"
+
+    @property
+    def connection_id(self) -> str:
+        return "SELECT pg_backend_pid()" if self.postgres else "SELECT CONNECTION_ID()"
+
+    @property
+    def live_connections(self) -> str:
+        """Ids of every open connection to the server."""
+        if self.postgres:
+            return "SELECT pid FROM pg_stat_activity"
+        return "SELECT ID FROM information_schema.PROCESSLIST"
+
+    def row_in(self, columns: Sequence[str], subquery: str) -> str:
+        cols = ", ".join(self.q(c) for c in columns)
+        return f"({cols}) IN ({subquery})"
+
+
+def connection() -> Any:
+    """DataJoint's shared connection, or a one-line error saying what to fix."""
+    dj = _datajoint()
+    configure()
+    try:
+        return dj.conn()
+    except Exception as error:  # the drivers raise many types; translate them all
+        if is_legacy() and "SSL is required" in str(error) and dj.config["database.use_tls"] is None:
+            # 0.14's "preferred" TLS fails on PyMySQL >= 1.2 when the server has
+            # no TLS; fall back the way 2.x does.
+            dj.config["database.use_tls"] = False
+            try:
+                return dj.conn(reset=True)
+            except Exception as retry_error:
+                error = retry_error
+        raise connection_error(error) from None
+
+
+def connection_error(error: BaseException) -> UsageError:
+    text = str(error)
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    where = _where()
+    if code == 1045 or "password authentication failed" in text or "Access denied" in text:
+        return UsageError(f"The database refused the credentials for {where}",
+                          "Check DJ_USER/DJ_PASS or your DataJoint config file")
+    if code in (2002, 2003, 2005, 2013) or "could not connect" in text or "Connection refused" in text:
+        return UsageError(f"Cannot reach the database at {where}",
+                          "Check DJ_HOST/DJ_PORT and that the server is running")
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return UsageError(f"Cannot connect to the database at {where}: {first}",
+                      "Check your DataJoint configuration (`djhpc doctor` helps)")
+
+
+def _where() -> str:
+    config = _datajoint().config
+    user = config["database.user"]
+    host = config["database.host"]
+    port = None if is_legacy() else config["database.port"]
+    return f"{user}@{host}" + (f":{port}" if port and ":" not in str(host) else "")
+
+
+def dialect(conn: Any) -> Dialect:
+    adapter = getattr(conn, "adapter", None)
+    name = type(adapter).__name__.lower() if adapter is not None else "mysql"
+    return Dialect("postgresql" if "postgres" in name else "mysql")
+
+
+def db_user(conn: Any) -> str:
+    user = _datajoint().config["database.user"] or "unknown"
+    return str(user).split("@")[0]
+
+
+def query(conn: Any, sql: str, args: Sequence[Any] = ()) -> Any:
+    """A cursor for `sql`; server errors keep their own text."""
+    return conn.query(sql, args=tuple(args))
+
+
+def server_message(error: BaseException) -> str:
+    """The server's own words from a driver error, on one line."""
+    args = getattr(error, "args", ())
+    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(error)
+    return " ".join(text.split())
+
+
+# --- the target table ------------------------------------------------------
+
+
+def is_autopopulated(cls: Any) -> bool:
+    dj = _datajoint()
+    return isinstance(cls, type) and issubclass(cls, (dj.Computed, dj.Imported))
+
+
+def table_kind(cls: Any) -> str:
+    dj = _datajoint()
+    for kind in ("Manual", "Lookup", "Part", "Computed", "Imported"):
+        if isinstance(cls, type) and issubclass(cls, getattr(dj, kind)):
+            return f"dj.{kind}"
+    return type(cls).__name__ if not isinstance(cls, type) else cls.__name__
+
+
+def key_source(table: Any) -> Any:
+    ks = table.key_source
+    if isinstance(ks, type):
+        ks = ks()
+    return ks
+
+
+def key_attributes(table: Any) -> list[str]:
+    """The key_source's primary key: exactly the attributes of a pending key."""
+    return list(key_source(table).primary_key)
+
+
+def uuid_attributes(table: Any) -> set[str]:
+    heading = key_source(table).heading
+    return {name for name in heading.primary_key if getattr(heading.attributes[name], "uuid", False)}
+
+
+def pending_expression(table: Any, restrictions: Iterable[str]) -> Any:
+    """`(key_source & restrictions) - table`, as DataJoint's own populate sees it."""
+    dj = _datajoint()
+    todo = key_source(table) & dj.AndList(list(restrictions))
+    return todo.proj() - table.proj()
+
+
+def pending_sql(table: Any, restrictions: Iterable[str]) -> str:
+    return str(pending_expression(table, restrictions).make_sql())
+
+
+def jobs_column_collisions(table: Any) -> list[str]:
+    """Key attributes that DataJoint 2.x's jobs table would corrupt."""
+    if is_legacy():
+        return []
+    return sorted(set(table.primary_key) & JOBS_COLUMNS)
+
+
+def decode_key(values: Sequence[Any], names: Sequence[str], uuids: set[str]) -> dict[str, Any]:
+    """A key read back from the ledger, as DataJoint itself would fetch it."""
+    key = dict(zip(names, values, strict=True))
+    for name in uuids:
+        value = key[name]
+        if isinstance(value, (bytes, bytearray)):
+            key[name] = uuid.UUID(bytes=bytes(value))
+        elif isinstance(value, str):
+            key[name] = uuid.UUID(value)
+    return key
+
+
+def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException | None]:
+    """Make one key in its own transaction, as `populate()` does for each key.
+
+    Returns (made, error). Both lines share `_populate1`, which skips a key that
+    is already in the table inside the transaction; the key was checked against
+    the key_source's primary key, so it can never widen to other keys.
+    """
+    result = table._populate1(
+        key, jobs=None, suppress_errors=True, return_exception_objects=True
+    )
+    if isinstance(result, tuple):
+        return False, result[1]
+    return bool(result), None
+
+
+def progress(table: Any) -> tuple[int, int]:
+    remaining, total = table.progress(display=False)
+    return int(remaining), int(total)
+
+
+# --- transient database errors ------------------------------------------------
+
+_TRANSIENT_CODES = {1205, 1213, 2006, 2013}  # lock wait, deadlock, gone away, lost
+_TRANSIENT_WORDS = ("deadlock", "lock wait timeout", "lost connection", "server has gone away",
+                    "connection already closed", "server closed the connection",
+                    "terminating connection")
+
+
+def is_transient(error: BaseException, _depth: int = 0) -> bool:
+    """A deadlock, lock wait timeout or lost connection: worth another try."""
+    if type(error).__name__ == "LostConnectionError":
+        return True
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_CODES:
+        return True
+    text = str(error).lower()
+    if any(word in text for word in _TRANSIENT_WORDS):
+        return True
+    cause = error.__cause__ or error.__context__
+    return _depth < 3 and cause is not None and is_transient(cause, _depth + 1)
+
+
+def reconnect(conn: Any) -> None:
+    """Open the connection again if the server dropped it."""
+    try:
+        if conn.in_transaction:
+            conn.cancel_transaction()
+    except Exception:  # a dead connection cannot roll back; the server already did
+        pass
+    try:
+        conn.ping()
+    except Exception:
+        conn.connect()
+    if hasattr(conn, "_in_transaction"):
+        conn._in_transaction = False  # the server rolled back what was open

@@ -1,0 +1,509 @@
+"""djhpc's own bookkeeping, in a schema the user may write (`user_<dbuser>_djhpc`).
+
+Tables:
+- `run`: one row per submission (target, settings, key count, attempts);
+- `chunk`: one row per chunk and attempt: its range of key numbers, its state,
+  and who works on it (Slurm job, host, pid, database connection);
+- `error`: every failed key with its message and traceback; never deleted, so
+  the history survives `retry`;
+- `keys_<hash>`: one per target table, the run's keys with the target's own
+  column types (copied by the server, so every value round-trips exactly),
+  numbered per run in primary-key order.
+
+Keys are computed and recorded by one `INSERT ... SELECT` on the server: they
+never travel through Python when a run is planned.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import re
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from djhpc import dj
+from djhpc.errors import UsageError
+from djhpc.plan import Chunk
+
+log = logging.getLogger(__name__)
+
+KEY_RUN, KEY_SEQ = "djhpc_run", "djhpc_seq"
+
+# Chunk states. A chunk is final once it can change no more by itself.
+QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, LOST, CANCELLED = (
+    "queued", "running", "done", "failed", "interrupted", "lost", "cancelled")
+ACTIVE_STATES = (QUEUED, RUNNING)
+FINAL_STATES = (DONE, FAILED, INTERRUPTED, LOST, CANCELLED)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def default_schema(db_user: str) -> str:
+    return f"user_{re.sub(r'[^a-z0-9_]', '_', db_user.lower())}_djhpc"
+
+
+@dataclass
+class RunRecord:
+    run_id: int
+    target: str  # module:Class
+    paths: list[str]
+    workdir: str
+    table_name: str
+    keys_table: str
+    key_attrs: list[str]
+    executor: str
+    n_keys: int
+    attempts: int
+    state: str  # active | cancelled
+    created: datetime
+    finished: datetime | None
+    settings: dict[str, Any]
+    run_dir: str
+    db_user: str
+    host: str
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == CANCELLED
+
+
+@dataclass
+class ChunkRecord:
+    run_id: int
+    chunk: int
+    attempt: int
+    lo: int
+    hi: int
+    state: str
+    job_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    connection_id: int | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    heartbeat: datetime | None = None
+    n_done: int = 0
+    n_error: int = 0
+    requeues: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> int:
+        return self.hi - self.lo
+
+
+RUN_COLUMNS = ("run_id", "target", "paths", "workdir", "table_name", "keys_table", "key_attrs",
+               "executor", "n_keys", "attempts", "state", "created", "finished", "settings",
+               "run_dir", "db_user", "host")
+CHUNK_COLUMNS = ("run_id", "chunk", "attempt", "lo", "hi", "state", "job_id", "host", "pid",
+                 "connection_id", "started", "finished", "heartbeat", "n_done", "n_error",
+                 "requeues")
+
+
+class Ledger:
+    def __init__(self, conn: Any, schema: str) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.d = dj.dialect(conn)
+
+    # --- plumbing ------------------------------------------------------------
+
+    def t(self, name: str) -> str:
+        return self.d.table(self.schema, name)
+
+    def sql(self, statement: str, args: Sequence[Any] = ()) -> Any:
+        return dj.query(self.conn, statement, args)
+
+    def exists(self) -> bool:
+        if self.d.postgres:
+            found = self.sql("SELECT 1 FROM information_schema.tables WHERE table_schema=%s "
+                             "AND table_name='run'", (self.schema,)).fetchone()
+        else:
+            found = self.sql("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
+                             "AND TABLE_NAME='run'", (self.schema,)).fetchone()
+        return found is not None
+
+    def create(self) -> None:
+        """Create the schema and tables if missing; say which names are allowed if we may not."""
+        if self.exists():
+            return
+        d = self.d
+        ts, text = d.timestamp, d.long_text
+        statements = [
+            d.create_schema(self.schema),
+            f"""CREATE TABLE IF NOT EXISTS {self.t('run')} (
+                run_id {d.serial_pk}, target VARCHAR(255) NOT NULL, paths TEXT NOT NULL,
+                workdir VARCHAR(1024) NOT NULL, table_name VARCHAR(255) NOT NULL,
+                keys_table VARCHAR(64) NOT NULL, key_attrs TEXT NOT NULL,
+                executor VARCHAR(16) NOT NULL, n_keys BIGINT NOT NULL DEFAULT 0,
+                attempts INT NOT NULL DEFAULT 1, state VARCHAR(16) NOT NULL,
+                created {ts} NOT NULL, finished {ts} NULL, settings TEXT NOT NULL,
+                run_dir VARCHAR(1024) NOT NULL, db_user VARCHAR(255) NOT NULL,
+                host VARCHAR(255) NOT NULL){d.table_options}""",
+            f"""CREATE TABLE IF NOT EXISTS {self.t('chunk')} (
+                run_id BIGINT NOT NULL, chunk INT NOT NULL, attempt INT NOT NULL,
+                lo BIGINT NOT NULL, hi BIGINT NOT NULL, state VARCHAR(16) NOT NULL,
+                job_id VARCHAR(64) NULL, host VARCHAR(255) NULL, pid INT NULL,
+                connection_id BIGINT NULL, started {ts} NULL, finished {ts} NULL,
+                heartbeat {ts} NULL, n_done INT NOT NULL DEFAULT 0,
+                n_error INT NOT NULL DEFAULT 0, requeues INT NOT NULL DEFAULT 0,
+                PRIMARY KEY (run_id, chunk)){d.table_options}""",
+            f"""CREATE TABLE IF NOT EXISTS {self.t('error')} (
+                error_id {d.serial_pk}, run_id BIGINT NOT NULL, attempt INT NOT NULL,
+                chunk INT NOT NULL, key_text TEXT NOT NULL, message VARCHAR(2047) NOT NULL,
+                stack {text} NOT NULL, job_id VARCHAR(64) NULL, host VARCHAR(255) NULL,
+                created {ts} NOT NULL){d.table_options}""",
+            f"CREATE INDEX error_run ON {self.t('error')} (run_id, chunk)",
+        ]
+        try:
+            for statement in statements:
+                self.sql(statement)
+        except Exception as error:
+            raise self._permission_error(error) from None
+
+    def _permission_error(self, error: BaseException) -> UsageError:
+        message = dj.server_message(error)
+        if "denied" not in message.lower() and "permission" not in message.lower():
+            return UsageError(f"Cannot create djhpc's ledger schema {self.schema!r}: {message}",
+                              "Check the database server's log")
+        allowed = self.allowed_schemas()
+        hint = (f"Set ledger_schema: to a name you may create ({', '.join(allowed)})"
+                if allowed else "Set ledger_schema: (or DJHPC_LEDGER_SCHEMA) to a schema you may create")
+        return UsageError(f"No permission to create djhpc's ledger schema {self.schema!r}", hint)
+
+    def allowed_schemas(self) -> list[str]:
+        """Schema name patterns this user holds CREATE on (MySQL grants)."""
+        if self.d.postgres:
+            return []
+        try:
+            rows = self.sql("SHOW GRANTS").fetchall()
+        except Exception:
+            return []
+        patterns = []
+        for (grant,) in rows:
+            match = re.search(r"ON [`'\"]?([^`'\". ]+)[`'\"]?\.\*", grant)
+            if match and ("ALL PRIVILEGES" in grant or "CREATE" in grant):
+                patterns.append(match.group(1).replace("\\_", "_").replace("%", "*"))
+        return patterns
+
+    # --- keys tables ---------------------------------------------------------
+
+    def keys_table_name(self, table_name: str, key_attrs: Sequence[str]) -> str:
+        digest = hashlib.md5(f"{table_name}|{','.join(key_attrs)}".encode()).hexdigest()[:16]
+        return f"keys_{digest}"
+
+    def ensure_keys_table(self, name: str, pending_sql: str, key_attrs: Sequence[str]) -> None:
+        """A table with the key columns as the server types them, plus run and number."""
+        d = self.d
+        found = self.sql(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema=%s AND table_name=%s",
+            (self.schema, name)).fetchone()
+        if found:
+            return
+        cols = ", ".join(d.q(a) for a in key_attrs)
+        self.sql(f"CREATE TABLE {self.t(name)} AS SELECT {cols} FROM ({pending_sql}) AS q WHERE 1=0")
+        self.sql(f"ALTER TABLE {self.t(name)} ADD COLUMN {KEY_RUN} BIGINT NOT NULL DEFAULT 0, "
+                 f"ADD COLUMN {KEY_SEQ} BIGINT NOT NULL DEFAULT 0")
+        self.sql(f"ALTER TABLE {self.t(name)} ADD PRIMARY KEY ({KEY_RUN}, {KEY_SEQ})")
+        self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols})")
+
+    def active_keys_sql(self, keys_table: str, key_attrs: Sequence[str]) -> str:
+        """Keys held by a queued or running chunk of any run (for exclusion)."""
+        cols = ", ".join(f"k.{self.d.q(a)}" for a in key_attrs)
+        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
+        return (f"SELECT {cols} FROM {self.t(keys_table)} AS k JOIN {self.t('chunk')} AS c "
+                f"ON c.run_id = k.{KEY_RUN} AND k.{KEY_SEQ} >= c.lo AND k.{KEY_SEQ} < c.hi "
+                f"JOIN {self.t('run')} AS r ON r.run_id = c.run_id "
+                f"WHERE c.state IN ({states}) AND r.state <> '{CANCELLED}'")
+
+    # --- runs ----------------------------------------------------------------
+
+    def record_run(self, *, target: str, paths: Sequence[str], workdir: str, table_name: str,
+                   key_attrs: Sequence[str], executor: str, settings: dict[str, Any],
+                   run_dir: str, db_user: str, pending_sql: str,
+                   plan: Any) -> tuple[RunRecord | None, int]:
+        """Record a run with its pending keys and chunks, in one transaction.
+
+        `plan(n_keys) -> list[Chunk]`. Keys held by another active run are left
+        out; the second number returned says how many. With no keys left,
+        nothing is recorded and the run is None.
+        """
+        d = self.d
+        keys_table = self.keys_table_name(table_name, key_attrs)
+        self.ensure_keys_table(keys_table, pending_sql, key_attrs)  # DDL: before the transaction
+        cols = ", ".join(d.q(a) for a in key_attrs)
+        qcols = ", ".join(f"q.{d.q(a)}" for a in key_attrs)
+        held = self.active_keys_sql(keys_table, key_attrs)
+        conn = self.conn
+        conn.start_transaction()
+        try:
+            self._lock(table_name)
+            row = (target, json.dumps(list(paths)), workdir, table_name, keys_table,
+                   json.dumps(list(key_attrs)), executor, "recording", now(),
+                   json.dumps(settings, default=str), run_dir, db_user, socket.gethostname())
+            run_id = self._insert_run(row)
+            n_held = self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q WHERE "
+                              f"{d.row_in(key_attrs, held).replace('(' + cols, '(' + qcols, 1)}"
+                              ).fetchone()[0]
+            inserted = self.sql(
+                f"INSERT INTO {self.t(keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
+                f"SELECT %s, ROW_NUMBER() OVER (ORDER BY {qcols}) - 1, {qcols} "
+                f"FROM ({pending_sql}) AS q WHERE NOT {d.row_in(key_attrs, held).replace('(' + cols, '(' + qcols, 1)}",
+                (run_id,)).rowcount
+            if inserted <= 0:
+                conn.cancel_transaction()
+                self._unlock(table_name)
+                return None, int(n_held)
+            chunks: list[Chunk] = plan(inserted)
+            self.add_chunks(run_id, 1, chunks)
+            self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state='active' WHERE run_id=%s",
+                     (inserted, run_id))
+            conn.commit_transaction()
+        except BaseException:
+            if conn.in_transaction:
+                conn.cancel_transaction()
+            self._unlock(table_name)
+            raise
+        self._unlock(table_name)
+        return self.run(run_id), int(n_held)
+
+    def _insert_run(self, row: Sequence[Any]) -> int:
+        cols = ("target", "paths", "workdir", "table_name", "keys_table", "key_attrs",
+                "executor", "state", "created", "settings", "run_dir", "db_user", "host")
+        marks = ", ".join(["%s"] * len(cols))
+        statement = f"INSERT INTO {self.t('run')} ({', '.join(cols)}) VALUES ({marks})"
+        if self.d.postgres:
+            return int(self.sql(statement + " RETURNING run_id", row).fetchone()[0])
+        return int(self.sql(statement, row).lastrowid)
+
+    def _lock(self, table_name: str) -> None:
+        """Serialise planning per target, so two submits never plan the same key."""
+        name = f"djhpc:{table_name}"[:64]
+        if self.d.postgres:
+            self.sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+        else:
+            self.sql("SELECT GET_LOCK(%s, 60)", (name,))
+
+    def _unlock(self, table_name: str) -> None:
+        if not self.d.postgres:
+            self.sql("SELECT RELEASE_LOCK(%s)", (f"djhpc:{table_name}"[:64],))
+
+    def add_chunks(self, run_id: int, attempt: int, chunks: Iterable[Chunk]) -> None:
+        rows = [(run_id, c.chunk, attempt, c.lo, c.hi, QUEUED) for c in chunks]
+        if not rows:
+            return
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+        flat = [v for row in rows for v in row]
+        self.sql(f"INSERT INTO {self.t('chunk')} (run_id, chunk, attempt, lo, hi, state) "
+                 f"VALUES {marks}", flat)
+
+    def repend(self, run: RunRecord, attempt: int, plan: Any) -> list[ChunkRecord]:
+        """A new attempt for the run's keys that are not in the target table yet.
+
+        The keys of the latest attempt not yet made are copied under new
+        numbers and split into new chunks; earlier attempts and their errors
+        stay as they were, for the history.
+        """
+        d = self.d
+        latest = self.chunks(run.run_id, run.attempts)
+        if not latest:
+            return []
+        lo, hi = min(c.lo for c in latest), max(c.hi for c in latest)
+        cols = ", ".join(d.q(a) for a in run.key_attrs)
+        kcols = ", ".join(f"k.{d.q(a)}" for a in run.key_attrs)
+        on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
+        conn = self.conn
+        conn.start_transaction()
+        try:
+            base, first_chunk = self.sql(
+                f"SELECT COALESCE(MAX(hi), 0), COALESCE(MAX(chunk), -1) + 1 "
+                f"FROM {self.t('chunk')} WHERE run_id=%s", (run.run_id,)).fetchone()
+            n = self.sql(
+                f"INSERT INTO {self.t(run.keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
+                f"SELECT %s, %s + ROW_NUMBER() OVER (ORDER BY {kcols}) - 1, {kcols} "
+                f"FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s "
+                f"AND k.{KEY_SEQ} < %s AND NOT EXISTS "
+                f"(SELECT 1 FROM {run.table_name} AS t WHERE {on})",
+                (run.run_id, int(base), run.run_id, lo, hi)).rowcount
+            if n <= 0:
+                conn.cancel_transaction()
+                return []
+            chunks = [Chunk(c.chunk + int(first_chunk), c.lo + int(base), c.hi + int(base))
+                      for c in plan(n)]
+            self.add_chunks(run.run_id, attempt, chunks)
+            self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state='active', finished=NULL "
+                     "WHERE run_id=%s", (attempt, run.run_id))
+            conn.commit_transaction()
+        except BaseException:
+            if conn.in_transaction:
+                conn.cancel_transaction()
+            raise
+        return self.chunks(run.run_id, attempt)
+
+    def undo_repend(self, run: RunRecord, attempt: int) -> None:
+        """Forget an attempt that could not be submitted."""
+        chunks = self.chunks(run.run_id, attempt)
+        if chunks:
+            self.sql(f"DELETE FROM {self.t(run.keys_table)} WHERE {KEY_RUN}=%s AND {KEY_SEQ} >= %s",
+                     (run.run_id, min(c.lo for c in chunks)))
+        self.sql(f"DELETE FROM {self.t('chunk')} WHERE run_id=%s AND attempt=%s",
+                 (run.run_id, attempt))
+        self.sql(f"UPDATE {self.t('run')} SET attempts=%s WHERE run_id=%s",
+                 (attempt - 1, run.run_id))
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove every trace of a run that could not be submitted."""
+        run = self.run(run_id)
+        for table in ("error", "chunk"):
+            self.sql(f"DELETE FROM {self.t(table)} WHERE run_id=%s", (run_id,))
+        self.sql(f"DELETE FROM {self.t(run.keys_table)} WHERE {KEY_RUN}=%s", (run_id,))
+        self.sql(f"DELETE FROM {self.t('run')} WHERE run_id=%s", (run_id,))
+
+    def run(self, run_id: int) -> RunRecord:
+        row = self.sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM {self.t('run')} WHERE run_id=%s",
+                       (run_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"No run {run_id} in ledger {self.schema}",
+                             "See `djhpc status --all` for your runs")
+        return _run_record(row)
+
+    def runs(self, *, table_name: str | None = None, since: datetime | None = None,
+             limit: int | None = None) -> list[RunRecord]:
+        where, args = ["state <> 'recording'"], []
+        if table_name:
+            where.append("table_name = %s")
+            args.append(table_name)
+        if since:
+            where.append("created >= %s")
+            args.append(since)
+        statement = (f"SELECT {', '.join(RUN_COLUMNS)} FROM {self.t('run')} "
+                     f"WHERE {' AND '.join(where)} ORDER BY run_id DESC")
+        if limit:
+            statement += f" LIMIT {int(limit)}"
+        return [_run_record(r) for r in self.sql(statement, args).fetchall()]
+
+    def set_run(self, run_id: int, **values: Any) -> None:
+        sets = ", ".join(f"{k}=%s" for k in values)
+        self.sql(f"UPDATE {self.t('run')} SET {sets} WHERE run_id=%s", (*values.values(), run_id))
+
+    # --- chunks --------------------------------------------------------------
+
+    def chunks(self, run_id: int, attempt: int | None = None) -> list[ChunkRecord]:
+        statement = f"SELECT {', '.join(CHUNK_COLUMNS)} FROM {self.t('chunk')} WHERE run_id=%s"
+        args: list[Any] = [run_id]
+        if attempt is not None:
+            statement += " AND attempt=%s"
+            args.append(attempt)
+        rows = self.sql(statement + " ORDER BY chunk", args).fetchall()
+        return [ChunkRecord(*row) for row in rows]
+
+    def chunk(self, run_id: int, chunk: int) -> ChunkRecord:
+        row = self.sql(f"SELECT {', '.join(CHUNK_COLUMNS)} FROM {self.t('chunk')} "
+                       "WHERE run_id=%s AND chunk=%s", (run_id, chunk)).fetchone()
+        if row is None:
+            raise UsageError(f"Run {run_id} has no chunk {chunk}",
+                             f"See `djhpc status {run_id}` for its chunks")
+        return ChunkRecord(*row)
+
+    def set_jobs(self, run_id: int, jobs: dict[int, str]) -> None:
+        for chunk, job_id in jobs.items():
+            self.sql(f"UPDATE {self.t('chunk')} SET job_id=%s WHERE run_id=%s AND chunk=%s",
+                     (job_id, run_id, chunk))
+
+    def claim(self, run_id: int, chunk: int, *, job_id: str | None, host: str, pid: int,
+              connection_id: int) -> bool:
+        """Take a queued chunk for this task: one atomic UPDATE, so one task wins."""
+        stamp = now()
+        cursor = self.sql(
+            f"UPDATE {self.t('chunk')} SET state=%s, job_id=COALESCE(%s, job_id), host=%s, "
+            "pid=%s, connection_id=%s, started=COALESCE(started, %s), heartbeat=%s, finished=NULL "
+            "WHERE run_id=%s AND chunk=%s AND state=%s",
+            (RUNNING, job_id, host, pid, connection_id, stamp, stamp, run_id, chunk, QUEUED))
+        return bool(cursor.rowcount == 1)
+
+    def report(self, run_id: int, chunk: int, *, n_done: int, n_error: int,
+               state: str | None = None, requeue: bool = False) -> None:
+        """Progress of a running chunk; with `state`, its end (or hand-back)."""
+        sets = "n_done=%s, n_error=%s, heartbeat=%s"
+        args: list[Any] = [n_done, n_error, now()]
+        if state:
+            sets += ", state=%s, finished=%s"
+            args += [state, None if state == QUEUED else now()]
+        if requeue:
+            sets += ", requeues=requeues+1"
+        self.sql(f"UPDATE {self.t('chunk')} SET {sets} WHERE run_id=%s AND chunk=%s",
+                 (*args, run_id, chunk))
+
+    def set_chunk_states(self, run_id: int, chunks: Iterable[int], state: str,
+                         only_from: Sequence[str] = ACTIVE_STATES) -> int:
+        ids = list(chunks)
+        if not ids:
+            return 0
+        marks = ", ".join(["%s"] * len(ids))
+        froms = ", ".join(["%s"] * len(only_from))
+        cursor = self.sql(
+            f"UPDATE {self.t('chunk')} SET state=%s, finished=COALESCE(finished, %s) "
+            f"WHERE run_id=%s AND chunk IN ({marks}) AND state IN ({froms})",
+            (state, now(), run_id, *ids, *only_from))
+        return int(cursor.rowcount)
+
+    def chunk_keys(self, run: RunRecord, chunk: ChunkRecord) -> list[tuple[Any, ...]]:
+        cols = ", ".join(self.d.q(a) for a in run.key_attrs)
+        return list(self.sql(
+            f"SELECT {cols} FROM {self.t(run.keys_table)} WHERE {KEY_RUN}=%s "
+            f"AND {KEY_SEQ} >= %s AND {KEY_SEQ} < %s ORDER BY {KEY_SEQ}",
+            (run.run_id, chunk.lo, chunk.hi)).fetchall())
+
+    # --- errors --------------------------------------------------------------
+
+    def add_errors(self, run_id: int, attempt: int, chunk: int,
+                   errors: Sequence[tuple[dict[str, Any], str, str]],
+                   job_id: str | None, host: str) -> None:
+        if not errors:
+            return
+        stamp = now()
+        rows = [(run_id, attempt, chunk, json.dumps(key, default=str, sort_keys=True),
+                 message[:2047], stack[-60000:], job_id, host, stamp)
+                for key, message, stack in errors]
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        self.sql(f"INSERT INTO {self.t('error')} (run_id, attempt, chunk, key_text, message, "
+                 f"stack, job_id, host, created) VALUES {marks}", [v for r in rows for v in r])
+
+    # --- counting against the target table ------------------------------------
+
+    def done_by_chunk(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> dict[int, int]:
+        """Keys of each chunk now in the target table: the truth, not what tasks said."""
+        if not chunks:
+            return {}
+        d = self.d
+        on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
+        ranges = " ".join(f"WHEN k.{KEY_SEQ} < {int(c.hi)} THEN {int(c.chunk)}"
+                          for c in sorted(chunks, key=lambda c: c.hi))
+        lo = min(c.lo for c in chunks)
+        hi = max(c.hi for c in chunks)
+        rows = self.sql(
+            f"SELECT CASE {ranges} END AS chunk, COUNT(*) FROM {self.t(run.keys_table)} AS k "
+            f"JOIN {run.table_name} AS t ON {on} WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s "
+            f"AND k.{KEY_SEQ} < %s GROUP BY 1", (run.run_id, lo, hi)).fetchall()
+        return {int(c): int(n) for c, n in rows if c is not None}
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    values = dict(zip(RUN_COLUMNS, row, strict=True))
+    values["paths"] = json.loads(values["paths"])
+    values["key_attrs"] = json.loads(values["key_attrs"])
+    values["settings"] = json.loads(values["settings"])
+    return RunRecord(**values)
+
+
+def identity() -> tuple[str, str]:
+    """(user, host) of this process, for the run's record."""
+    return getpass.getuser(), socket.gethostname()

@@ -1,0 +1,334 @@
+"""Runs: submit, wait, cancel and retry. The CLI's verbs, without the CLI.
+
+A run is recorded (its keys and chunks, in one transaction) and then handed to
+an executor; if the executor refuses it, every trace is removed again, so a run
+is either recorded and submitted whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from djhpc import dj, executors, plan, profile, slurm
+from djhpc import target as targets
+from djhpc.config import Settings, Sources
+from djhpc.errors import UsageError
+from djhpc.executors import Launch
+from djhpc.ledger import (
+    ACTIVE_STATES, CANCELLED, FAILED, INTERRUPTED, LOST, ChunkRecord, Ledger, RunRecord,
+    default_schema, now,
+)
+from djhpc.status import RunReport, reports
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """A connection, the ledger, and the settings every verb needs."""
+
+    settings: Settings
+    sources: Sources
+    conn: Any
+    ledger: Ledger
+
+    @classmethod
+    def open(cls, settings: Settings, sources: Sources, create: bool = True) -> Context:
+        conn = dj.connection()
+        schema = settings.ledger_schema or default_schema(dj.db_user(conn))
+        ledger = Ledger(conn, schema)
+        if create:
+            ledger.create()
+        elif not ledger.exists():
+            raise UsageError(f"No djhpc ledger in schema {schema!r} yet",
+                             "Submit a run first, or set ledger_schema: to the one you used")
+        return cls(settings, sources, conn, ledger)
+
+    @property
+    def project_dir(self) -> Path | None:
+        return self.sources.project_file.parent if self.sources.project_file else None
+
+
+@dataclass
+class Submission:
+    """What submit did (or, with --dry-run, would do)."""
+
+    run_id: int | None
+    target: str
+    table: str
+    keys: int
+    held: int  # pending keys left out because another active run holds them
+    chunks: list[plan.Chunk]
+    executor: str
+    jobs: list[str]
+    resources: profile.Resources
+    max_parallel: int | None
+    arrays: int
+    preview: str
+    run_dir: str | None
+    status: RunReport | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "run_id": self.run_id, "target": self.target, "table": self.table,
+            "keys": self.keys, "held_by_other_runs": self.held, "chunks": len(self.chunks),
+            "chunk_keys": [c.keys for c in self.chunks][:1000],
+            "executor": self.executor, "jobs": self.jobs, "arrays": self.arrays,
+            "max_parallel": self.max_parallel, "resources": self.resources.describe(),
+            "run_dir": self.run_dir,
+        }
+        if self.status is not None:
+            data["status"] = self.status.to_json()
+        return data
+
+
+@dataclass
+class Prepared:
+    """A checked request: everything needed to record and submit the run."""
+
+    target: targets.Target
+    cls: Any
+    table: Any
+    restrictions: list[str]
+    pending_sql: str
+    key_attrs: list[str]
+    executor: str
+    resources: profile.Resources
+    max_array_size: int | None
+    warnings: list[str]
+
+
+def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prepared:
+    """Check everything that can be checked before anything is written."""
+    settings = ctx.settings
+    executor = executors.choose(settings.executor)
+    rules = profile.load_rules(settings.profile, ctx.project_dir)
+    target, cls = targets.resolve(target_text, settings.modules)
+    resources = profile.resources(settings, cls.__name__, rules)
+    table = cls()
+    warnings = []
+    collisions = dj.jobs_column_collisions(table)
+    if collisions:
+        warnings.append(
+            f"{cls.__name__}'s key has {', '.join(collisions)}, named like columns of DataJoint "
+            "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
+            "that table, so its runs are safe")
+    pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
+    max_array = settings.max_array_size
+    if executor == "slurm" and max_array is None:
+        try:
+            max_array = slurm.max_array_size(slurm.show_config())
+        except slurm.SlurmError as error:
+            raise UsageError(f"Slurm does not answer: {error}",
+                             "Check that Slurm runs here (sinfo), or use --executor local") from None
+    return Prepared(target, cls, table, list(restrictions), pending_sql,
+                    dj.key_attributes(table), executor, resources, max_array, warnings)
+
+
+def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
+    try:
+        sql = dj.pending_sql(table, restrictions)
+    except Exception as error:
+        raise UsageError(f"Invalid restriction: {dj.server_message(error)}",
+                         "Restrictions are SQL conditions on the key_source, "
+                         "e.g. -r \"session_date > '2024-01-01'\"") from None
+    try:
+        dj.query(ctx.conn, f"SELECT 1 FROM ({sql}) AS q LIMIT 0")
+    except Exception as error:
+        shown = "; ".join(restrictions) or "(none)"
+        raise UsageError(f"The database rejected the restriction {shown}: "
+                         f"{dj.server_message(error)}",
+                         "Fix the SQL condition (attribute names, quotes)") from None
+    return sql
+
+
+def count_pending(ctx: Context, prepared: Prepared) -> tuple[int, int]:
+    """(keys a new run would take, keys held by other active runs)."""
+    ledger = ctx.ledger
+    keys_table = ledger.keys_table_name(prepared.table.full_table_name, prepared.key_attrs)
+    ledger.ensure_keys_table(keys_table, prepared.pending_sql, prepared.key_attrs)
+    d = ledger.d
+    qcols = ", ".join(f"q.{d.q(a)}" for a in prepared.key_attrs)
+    held_sql = ledger.active_keys_sql(keys_table, prepared.key_attrs)
+    total, held = dj.query(ctx.conn, (
+        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN ({qcols}) IN ({held_sql}) THEN 1 ELSE 0 END), 0) "
+        f"FROM ({prepared.pending_sql}) AS q")).fetchone()
+    return int(total) - int(held), int(held)
+
+
+def _plan(ctx: Context, prepared: Prepared) -> Callable[[int], list[plan.Chunk]]:
+    s = ctx.settings
+    local = prepared.executor in ("local", "debug")
+    parallel_default = (s.max_parallel or executors.default_parallel()) if local else None
+
+    def chunks(n_keys: int) -> list[plan.Chunk]:
+        size = plan.chunk_size(n_keys, size=s.chunk_size, tasks=s.tasks,
+                               parallel_default=parallel_default)
+        return plan.split(n_keys, size)
+
+    return chunks
+
+
+def _launch(ctx: Context, prepared: Prepared, run: RunRecord,
+            chunks: Sequence[ChunkRecord]) -> Launch:
+    s = ctx.settings
+    return Launch(run=run, chunks=chunks, ledger_schema=ctx.ledger.schema,
+                  resources=prepared.resources, max_parallel=s.max_parallel,
+                  max_array_size=prepared.max_array_size, python=s.python,
+                  signal_delay=s.signal_delay, max_requeues=s.requeue)
+
+
+def dry_run(ctx: Context, prepared: Prepared) -> Submission:
+    n_keys, held = count_pending(ctx, prepared)
+    chunks = _plan(ctx, prepared)(n_keys)
+    executor = executors.get(prepared.executor)
+    placeholder = RunRecord(
+        run_id=0, target=prepared.target.ref, paths=list(prepared.target.paths),
+        workdir=str(Path.cwd()), table_name=prepared.table.full_table_name, keys_table="",
+        key_attrs=prepared.key_attrs, executor=prepared.executor, n_keys=n_keys, attempts=1,
+        state="dry-run", created=now(), finished=None, settings={},
+        run_dir=str(Path(ctx.settings.run_dir).expanduser() / "run-N"), db_user="", host="")
+    records = [ChunkRecord(0, c.chunk, 1, c.lo, c.hi, "queued") for c in chunks]
+    preview = executor.preview(_launch(ctx, prepared, placeholder, records)) if chunks else ""
+    return Submission(None, prepared.target.ref, prepared.table.full_table_name, n_keys, held,
+                      chunks, prepared.executor, [], prepared.resources,
+                      ctx.settings.max_parallel, len(plan.arrays(chunks, prepared.max_array_size)),
+                      preview, None, warnings=prepared.warnings)
+
+
+def submit(ctx: Context, prepared: Prepared) -> Submission:
+    """Record the run and start its tasks; all or nothing."""
+    s = ctx.settings
+    ledger = ctx.ledger
+    base_dir = Path(s.run_dir).expanduser()
+    run_settings = {
+        "restrictions": prepared.restrictions, "resources": prepared.resources.describe(),
+        "max_parallel": s.max_parallel, "profile": s.profile, "requeue": s.requeue,
+        "signal_delay": s.signal_delay, "python": s.python,
+        "max_array_size": prepared.max_array_size,
+    }
+    run, held = ledger.record_run(
+        target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
+        table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
+        executor=prepared.executor, settings=run_settings, run_dir=str(base_dir),
+        db_user=dj.db_user(ctx.conn), pending_sql=prepared.pending_sql,
+        plan=_plan(ctx, prepared))
+    empty = Submission(None, prepared.target.ref, prepared.table.full_table_name, 0, held, [],
+                       prepared.executor, [], prepared.resources, s.max_parallel, 0, "", None,
+                       warnings=prepared.warnings)
+    if run is None:
+        return empty
+    chunks = ledger.chunks(run.run_id)
+    run_dir = base_dir / f"{ledger.schema}-run-{run.run_id}"
+    try:
+        executors.make_run_dir(run_dir)
+        run.run_dir = str(run_dir)
+        ledger.set_run(run.run_id, run_dir=str(run_dir), state="active")
+        jobs = _start(ctx, prepared, run, chunks)
+    except BaseException:
+        ledger.delete_run(run.run_id)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    plan_chunks = [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
+    return Submission(run.run_id, prepared.target.ref, prepared.table.full_table_name,
+                      run.n_keys, held, plan_chunks, prepared.executor,
+                      sorted({j.split("_")[0] for j in jobs.values()}), prepared.resources,
+                      s.max_parallel, len(plan.arrays(plan_chunks, prepared.max_array_size)),
+                      "", str(run_dir), warnings=prepared.warnings)
+
+
+def _start(ctx: Context, prepared: Prepared, run: RunRecord,
+           chunks: Sequence[ChunkRecord]) -> dict[int, str]:
+    executor = executors.get(run.executor)
+    jobs = executor.submit(_launch(ctx, prepared, run, chunks))
+    ctx.ledger.set_jobs(run.run_id, jobs)
+    return jobs
+
+
+# --- following a run -------------------------------------------------------------
+
+
+def status_of(ctx: Context, run_id: int) -> RunReport:
+    return reports(ctx.ledger, [ctx.ledger.run(run_id)])[0]
+
+
+def wait(ctx: Context, run_id: int, poll: float = 2.0,
+         on_update: Callable[[RunReport], None] | None = None,
+         timeout: float | None = None) -> RunReport:
+    """Block until the run ends; polls the ledger and Slurm, never submitit's results."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = status_of(ctx, run_id)
+        if on_update:
+            on_update(current)
+        if current.final:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(poll)
+
+
+def cancel(ctx: Context, run_id: int) -> RunReport:
+    """Stop every task of the run and mark it cancelled; no key stays reserved."""
+    ledger = ctx.ledger
+    run = ledger.run(run_id)
+    chunks = ledger.chunks(run_id)
+    active = [c for c in chunks if c.state in ACTIVE_STATES]
+    executors.get(run.executor).cancel(run, active)
+    ledger.set_run(run_id, state=CANCELLED, finished=now())
+    # Chunks that were never claimed will never be: cancel them. Running ones
+    # hand their keys back themselves on SIGTERM (they end as interrupted).
+    ledger.set_chunk_states(run_id, [c.chunk for c in active], CANCELLED, only_from=("queued",))
+    return status_of(ctx, run_id)
+
+
+def retry(ctx: Context, run_id: int) -> Submission:
+    """A new attempt for the run's keys not yet in the table (failed, interrupted, lost)."""
+    ledger = ctx.ledger
+    run = ledger.run(run_id)
+    current = status_of(ctx, run_id)  # marks lost chunks first
+    if current.state in ("queued", "running"):
+        raise UsageError(f"Run {run_id} is still {current.state}",
+                         f"Wait for it (djhpc status {run_id} --watch) or cancel it first")
+    settings = ctx.settings
+    target = targets.Target(*run.target.split(":", 1), tuple(run.paths))
+    cls = target.load()
+    prepared = Prepared(target, cls, cls(), run.settings.get("restrictions", []), "",
+                        run.key_attrs, run.executor if settings.executor == "auto"
+                        else executors.choose(settings.executor),
+                        profile.resources(settings, cls.__name__,
+                                          profile.load_rules(settings.profile, ctx.project_dir)),
+                        run.settings.get("max_array_size"), [])
+    if prepared.executor == "slurm" and prepared.max_array_size is None:
+        prepared.max_array_size = slurm.max_array_size(slurm.show_config())
+    attempt = run.attempts + 1
+    chunks = ledger.repend(run, attempt, _plan(ctx, prepared))
+    base = Submission(run_id, run.target, run.table_name, 0, 0, [], prepared.executor, [],
+                      prepared.resources, settings.max_parallel, 0, "", run.run_dir)
+    if not chunks:
+        return base
+    if prepared.executor != run.executor:
+        ledger.set_run(run_id, executor=prepared.executor)
+        run.executor = prepared.executor
+    run.attempts = attempt
+    try:
+        jobs = _start(ctx, prepared, run, chunks)
+    except BaseException:
+        ledger.undo_repend(run, attempt)
+        raise
+    plan_chunks = [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
+    base.keys = sum(c.keys for c in chunks)
+    base.chunks = plan_chunks
+    base.jobs = sorted({j.split("_")[0] for j in jobs.values()})
+    base.arrays = len(plan.arrays(plan_chunks, prepared.max_array_size))
+    return base
+
+
+RETRYABLE = (FAILED, INTERRUPTED, LOST, CANCELLED)
