@@ -7,6 +7,7 @@ pending-keys query, quotes SQL for the server at hand, and populates one key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -28,6 +29,21 @@ def _datajoint() -> Any:
     import datajoint
 
     return datajoint
+
+
+def quiet() -> None:
+    """Keep DataJoint's import-time chatter (config hints, connection notes) off the CLI."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import datajoint  # noqa: F401
+    warnings.filterwarnings("ignore", module="datajoint")
+    warnings.filterwarnings("ignore", message=".*MariaDB is not officially supported.*")
+    logging.getLogger("datajoint").setLevel(logging.WARNING)
+    with contextlib.suppress(Exception):  # the config re-applies its own level on change
+        _datajoint().config["loglevel"] = "WARNING"
 
 
 def major_version() -> int:

@@ -30,7 +30,7 @@ def state(text: str) -> str:
 
 def bar(done: int, total: int, width: int = 20) -> str:
     share = done / total if total else 1.0
-    filled = int(round(share * width))
+    filled = round(share * width)
     return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
 
 
@@ -149,7 +149,7 @@ def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50)
         lines.append("")
         lines.append(click.style("Top errors", bold=True) + f"  (details: djhpc errors {r.run_id})")
         for g in groups[:5]:
-            lines.append(f"  {g.count:>5}×  {_first_line(g.message)}")
+            lines.append(f"  {g.count:>5}x  {_first_line(g.message)}")
     return "\n".join(lines)
 
 
@@ -158,7 +158,7 @@ def errors(groups: Sequence[ErrorGroup]) -> str:
         return "No errors recorded."
     lines = []
     for g in groups:
-        lines.append(click.style(f"{g.count}× ", fg="red", bold=True) + _first_line(g.message))
+        lines.append(click.style(f"{g.count}x ", fg="red", bold=True) + _first_line(g.message))
         lines.append(f"   run {g.run_id}, chunk {g.chunk}, attempt(s) "
                      f"{', '.join(map(str, g.attempts))}; log: {g.log or '-'}")
         for key in g.keys:

@@ -21,8 +21,16 @@ from djhpc.config import Settings, Sources
 from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import (
-    ACTIVE_STATES, CANCELLED, FAILED, INTERRUPTED, LOST, ChunkRecord, Ledger, RunRecord,
-    default_schema, now,
+    ACTIVE_STATES,
+    CANCELLED,
+    FAILED,
+    INTERRUPTED,
+    LOST,
+    ChunkRecord,
+    Ledger,
+    RunRecord,
+    default_schema,
+    now,
 )
 from djhpc.status import RunReport, reports
 
@@ -163,6 +171,11 @@ def count_pending(ctx: Context, prepared: Prepared) -> tuple[int, int]:
     return int(total) - int(held), int(held)
 
 
+def run_dir_for(ctx: Context, run_id: int | str) -> Path:
+    """Scripts and logs of one run; named by ledger too, as run numbers are per ledger."""
+    return Path(ctx.settings.run_dir).expanduser() / f"{ctx.ledger.schema}-run-{run_id}"
+
+
 def _plan(ctx: Context, prepared: Prepared) -> Callable[[int], list[plan.Chunk]]:
     s = ctx.settings
     local = prepared.executor in ("local", "debug")
@@ -194,7 +207,7 @@ def dry_run(ctx: Context, prepared: Prepared) -> Submission:
         workdir=str(Path.cwd()), table_name=prepared.table.full_table_name, keys_table="",
         key_attrs=prepared.key_attrs, executor=prepared.executor, n_keys=n_keys, attempts=1,
         state="dry-run", created=now(), finished=None, settings={},
-        run_dir=str(Path(ctx.settings.run_dir).expanduser() / "run-N"), db_user="", host="")
+        run_dir=str(run_dir_for(ctx, "N")), db_user="", host="")
     records = [ChunkRecord(0, c.chunk, 1, c.lo, c.hi, "queued") for c in chunks]
     preview = executor.preview(_launch(ctx, prepared, placeholder, records)) if chunks else ""
     return Submission(None, prepared.target.ref, prepared.table.full_table_name, n_keys, held,
@@ -226,7 +239,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
     if run is None:
         return empty
     chunks = ledger.chunks(run.run_id)
-    run_dir = base_dir / f"{ledger.schema}-run-{run.run_id}"
+    run_dir = run_dir_for(ctx, run.run_id)
     try:
         executors.make_run_dir(run_dir)
         run.run_dir = str(run_dir)

@@ -20,7 +20,16 @@ from typing import Any
 from djhpc import dj, slurm
 from djhpc.executors.local import alive
 from djhpc.ledger import (
-    ACTIVE_STATES, CANCELLED, DONE, FAILED, LOST, QUEUED, RUNNING, ChunkRecord, Ledger, RunRecord,
+    ACTIVE_STATES,
+    CANCELLED,
+    DONE,
+    FAILED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    ChunkRecord,
+    Ledger,
+    RunRecord,
     now,
 )
 from djhpc.slurm import TaskInfo, TaskState

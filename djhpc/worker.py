@@ -38,7 +38,7 @@ SIGTERM_GRACE = 0.0  # Slurm kills KillWait (often 30 s) after SIGTERM: stop at 
 USR2_MARGIN = 20.0  # seconds kept back from the warning signal's lead time
 
 
-class Interrupted(BaseException):  # noqa: N818 - not an error: a stop request
+class Interrupted(BaseException):
     """Raised inside make() when the task must stop now.
 
     A BaseException, so that a make() with `except Exception` cannot swallow it.

@@ -8,6 +8,7 @@ sends SIGTERM to the runner's process group, which reaches every task.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,10 +54,9 @@ class LocalExecutor:
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
         for group in sorted({c.job_id for c in chunks if c.job_id and c.job_id.startswith("local-")}):
-            try:
+            # Already gone, or not ours to stop: nothing to do.
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                 os.killpg(int(group.split("-", 1)[1]), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError, ValueError):
-                pass  # already gone, or not ours to stop
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:
         folder = Path(run.run_dir)

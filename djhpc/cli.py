@@ -1,0 +1,385 @@
+"""The `djhpc` command: parse, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from djhpc import __version__, dj, render, runs
+from djhpc import doctor as doctor_checks
+from djhpc.config import load
+from djhpc.errors import DjhpcError, OutcomeError, UsageError
+from djhpc.runs import Context
+from djhpc.slurm import SlurmError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+log = logging.getLogger("djhpc")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = os.environ.get("DJHPC_LOG_LEVEL", "").upper() or (
+        "DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(error: BaseException, verbose: bool) -> None:
+    """One line on stderr and the contract's exit code; a traceback only with -v."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__)
+    if isinstance(error, DjhpcError):
+        click.echo(f"Error: {error.message}", err=True)
+        sys.exit(error.exit_code)
+    if isinstance(error, SlurmError):
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+    text = " ".join(str(error).split()) or type(error).__name__
+    click.echo(f"Error: {type(error).__name__}: {text}. Run again with -v for the traceback, "
+               "and report it if it looks like a bug in djhpc.", err=True)
+    sys.exit(1)
+
+
+def handled(func: F) -> F:
+    """Turn every failure into the contract's one-line error and exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as error:
+            _fail(error, verbose)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Machine-readable output on stdout.")(func)
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _context(cli: dict[str, Any] | None = None, create: bool = True) -> Context:
+    settings, sources = load(cli)
+    if not click.get_current_context().find_root().params.get("verbose"):
+        dj.quiet()
+    return Context.open(settings, sources, create=create)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
+@click.version_option(__version__, "-V", "--version")
+def main(verbose: int) -> None:
+    """Populate DataJoint tables on Slurm: pending keys → chunks → array tasks.
+
+    \b
+    Start with:   djhpc doctor
+    Then:         djhpc submit my_pipeline.MyTable --dry-run
+                  djhpc submit my_pipeline.MyTable
+                  djhpc status
+    """
+    _configure_logging(verbose)
+
+
+# --- submit --------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("target")
+@click.option("-r", "--restrict", "restrictions", multiple=True, metavar="SQL",
+              help="SQL condition ANDed with the key_source; repeatable.")
+@click.option("--chunk-size", type=int, help="Keys per chunk (one chunk per task).")
+@click.option("--tasks", type=int, help="Number of chunks, instead of --chunk-size.")
+@click.option("--max-parallel", type=int, help="At most N tasks of this run at once.")
+@click.option("-e", "--executor", type=click.Choice(["auto", "slurm", "local", "debug"]),
+              help="auto: slurm where sbatch is on PATH, else local.")
+@click.option("-p", "--profile", help="Cluster profile (slurm_templates/ or your own).")
+@click.option("--partition", help="Slurm partition.")
+@click.option("--account", help="Slurm account (project).")
+@click.option("--qos", help="Slurm QOS.")
+@click.option("--time", help="Walltime per task, D-HH:MM:SS.")
+@click.option("--mem", help="Memory per task, e.g. 4G.")
+@click.option("--cpus", type=int, help="CPUs per task.")
+@click.option("--gpus", type=int, help="GPUs per task.")
+@click.option("--dry-run", is_flag=True, help="Plan only: write nothing, submit nothing.")
+@click.option("--wait", is_flag=True, help="Block until the run ends; exit 1 if a key failed.")
+@click.option("-y", "--yes", is_flag=True, help="No confirmation prompt.")
+@json_option
+@handled
+def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool, yes: bool,
+           as_json: bool, **options: Any) -> None:
+    """Populate TARGET's pending keys as Slurm array tasks (or local processes).
+
+    \b
+    TARGET is one of:
+      pkg.module.Table   pkg.module:Table   path/to/file.py:Table
+      Table              (looked up in `modules:` of djhpc.yaml)
+    """
+    for name in ("chunk_size", "tasks", "max_parallel", "cpus"):
+        if options.get(name) is not None and options[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1", "Give a positive number")
+    if options.get("chunk_size") and options.get("tasks"):
+        raise UsageError("--chunk-size and --tasks both given", "Use one of them")
+    ctx = _context(options, create=not dry_run)
+    prepared = runs.prepare(ctx, target, restrictions)
+    if dry_run:
+        sub = runs.dry_run(ctx, prepared)
+        _emit(sub.to_json()) if as_json else click.echo(render.submission(sub, dry_run=True))
+        return
+    if not yes and not as_json and sys.stdin.isatty():
+        preview = runs.dry_run(ctx, prepared)
+        if preview.keys == 0:
+            click.echo("Nothing to do: every key of the key_source is in the table"
+                       + (f" or held by an active run ({preview.held})" if preview.held else "") + ".")
+            return
+        click.echo(render.submission(preview, dry_run=False))
+        click.confirm(f"Submit {preview.keys} keys in {len(preview.chunks)} tasks?",
+                      default=True, abort=True)
+    sub = runs.submit(ctx, prepared)
+    if sub.run_id is None:
+        message = "Nothing to do: no pending keys" + (
+            f" ({sub.held} are held by another active run)" if sub.held else "") + "."
+        _emit(sub.to_json() | {"message": message}) if as_json else click.echo(message)
+        return
+    if not as_json:
+        click.echo(render.submission(sub, dry_run=False))
+    if wait:
+        sub.status = runs.wait(ctx, sub.run_id, on_update=None if as_json else _progress_line)
+        if not as_json:
+            click.echo()
+            click.echo(render.run_detail(sub.status, []))
+    if as_json:
+        _emit(sub.to_json())
+    if wait and sub.status is not None and sub.status.keys.remaining:
+        click.echo(err=True)
+        raise OutcomeError(f"Run {sub.run_id} ended {sub.status.state}: "
+                           f"{sub.status.keys.remaining} of {sub.status.keys.total} keys are not "
+                           "in the table",
+                           f"See djhpc errors {sub.run_id}, then djhpc retry {sub.run_id}")
+
+
+def _progress_line(report: Any) -> None:
+    if not sys.stdout.isatty():
+        return
+    k = report.keys
+    line = (f"\r  {render.bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, "
+            f"{render.tasks(report.tasks)}")
+    click.echo(line.ljust(100), nl=False)
+
+
+# --- status and friends --------------------------------------------------------------
+
+
+def _run_id(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("what", required=False, metavar="[RUN_ID|TARGET]")
+@click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to stop).")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--all", "show_all", is_flag=True, help="Every run, not just active and recent.")
+@json_option
+@handled
+def status(what: str | None, watch: bool, interval: float, show_all: bool, as_json: bool) -> None:
+    """Where your runs stand: keys, tasks, errors, speed and cost.
+
+    Without an argument: your active and recent runs. With a RUN_ID: that run
+    and its chunks. With a TARGET: the table's progress and its runs.
+    """
+    ctx = _context(create=False)
+    while True:
+        output, final = _status_once(ctx, what, show_all, as_json)
+        if not watch:
+            click.echo(output)
+            return
+        click.clear() if sys.stdout.isatty() and not as_json else None
+        click.echo(output)
+        if final:
+            return
+        time.sleep(interval)
+
+
+def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) -> tuple[str, bool]:
+    from djhpc import status as st
+
+    if what is None:
+        reports = st.reports(ctx.ledger, _recent_runs(ctx, show_all))
+        if as_json:
+            return json.dumps({"runs": [r.to_json(with_chunks=False) for r in reports]},
+                              indent=2, default=str), all(r.final for r in reports)
+        return render.runs(reports), all(r.final for r in reports)
+    run_id = _run_id(what)
+    if run_id is not None:
+        report = runs.status_of(ctx, run_id)
+        if as_json:
+            return json.dumps(report.to_json(), indent=2, default=str), report.final
+        groups = st.error_groups(ctx.ledger, [ctx.ledger.run(run_id)])
+        return render.run_detail(report, groups), report.final
+    from djhpc import target as targets
+
+    _, cls = targets.resolve(what, ctx.settings.modules)
+    remaining, total = st.table_progress(cls)
+    table_runs = ctx.ledger.runs(table_name=cls().full_table_name)
+    reports = st.reports(ctx.ledger, table_runs)
+    if as_json:
+        return json.dumps({"target": what, "table": cls().full_table_name,
+                           "progress": {"remaining": remaining, "total": total},
+                           "runs": [r.to_json(with_chunks=False) for r in reports]},
+                          indent=2, default=str), all(r.final for r in reports)
+    return render.target_view(what, remaining, total, reports), all(r.final for r in reports)
+
+
+def _recent_runs(ctx: Context, show_all: bool) -> list[Any]:
+    from datetime import timedelta
+
+    from djhpc.ledger import now
+
+    if show_all:
+        return ctx.ledger.runs()
+    recent = ctx.ledger.runs(since=now() - timedelta(days=7), limit=20)
+    return recent or ctx.ledger.runs(limit=5)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("what", metavar="RUN_ID|TARGET")
+@json_option
+@handled
+def errors(what: str, as_json: bool) -> None:
+    """Errors grouped by message: counts, example keys, the task and its log."""
+    from djhpc import executors
+    from djhpc import status as st
+
+    ctx = _context(create=False)
+    run_id = _run_id(what)
+    if run_id is not None:
+        selected = [ctx.ledger.run(run_id)]
+    else:
+        from djhpc import target as targets
+
+        _, cls = targets.resolve(what, ctx.settings.modules)
+        selected = ctx.ledger.runs(table_name=cls().full_table_name)
+
+    def log_path(run: Any, chunk: Any) -> Path:
+        return executors.get(run.executor).log_paths(run, chunk)[1]
+
+    groups = st.error_groups(ctx.ledger, selected, log_path=log_path)
+    if as_json:
+        _emit({"groups": [{"message": g.message, "count": g.count, "keys": g.keys,
+                           "chunk": g.chunk, "run_id": g.run_id, "attempts": g.attempts,
+                           "log": g.log, "traceback": g.stack} for g in groups]})
+    else:
+        click.echo(render.errors(groups))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_id", type=int)
+@click.option("--chunk", type=int, help="Which chunk (default: the first that failed, else 0).")
+@click.option("--stderr", "show_stderr", is_flag=True, help="The task's stderr instead of stdout.")
+@handled
+def logs(run_id: int, chunk: int | None, show_stderr: bool) -> None:
+    """The output of one of the run's tasks (Slurm or local)."""
+    from djhpc import executors
+
+    ctx = _context(create=False)
+    run = ctx.ledger.run(run_id)
+    chunks = ctx.ledger.chunks(run_id)
+    if chunk is None:
+        bad = [c for c in chunks if c.state in ("failed", "lost", "interrupted")]
+        record = (bad or chunks)[0] if chunks else None
+    else:
+        record = next((c for c in chunks if c.chunk == chunk), None)
+    if record is None:
+        raise UsageError(f"Run {run_id} has no chunk {chunk}", f"See djhpc status {run_id}")
+    out, err = executors.get(run.executor).log_paths(run, record)
+    path = err if show_stderr else out
+    if not path.exists():
+        raise UsageError(f"No log yet at {path}",
+                         "The task may not have started; see djhpc status " + str(run_id))
+    click.echo(f"==> {path} <==", err=True)
+    click.echo(path.read_text(errors="replace"), nl=False)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_id", type=int)
+@click.option("-y", "--yes", is_flag=True, help="No confirmation prompt.")
+@json_option
+@handled
+def cancel(run_id: int, yes: bool, as_json: bool) -> None:
+    """Cancel every task of the run; its unfinished keys stay pending."""
+    ctx = _context(create=False)
+    ctx.ledger.run(run_id)  # a clear error for an unknown run, before any prompt
+    if not yes and not as_json and sys.stdin.isatty():
+        click.confirm(f"Cancel run {run_id}?", default=True, abort=True)
+    report = runs.cancel(ctx, run_id)
+    if as_json:
+        _emit(report.to_json())
+    else:
+        click.echo(f"Cancelled run {run_id}: {report.keys.done}/{report.keys.total} keys done; "
+                   f"the rest can be picked up with djhpc retry {run_id}.")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_id", type=int)
+@click.option("--wait", is_flag=True, help="Block until the new attempt ends.")
+@click.option("-e", "--executor", type=click.Choice(["auto", "slurm", "local", "debug"]),
+              help="Run the new attempt elsewhere (default: as before).")
+@click.option("--max-parallel", type=int, help="At most N tasks at once.")
+@click.option("--time", help="Walltime per task for the new attempt.")
+@click.option("--mem", help="Memory per task for the new attempt.")
+@json_option
+@handled
+def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
+    """Re-pend the run's failed, interrupted and lost keys and submit them again."""
+    ctx = _context(options, create=False)
+    sub = runs.retry(ctx, run_id)
+    if not sub.chunks:
+        message = f"Nothing to retry: every key of run {run_id} is in the table."
+        _emit(sub.to_json() | {"message": message}) if as_json else click.echo(message)
+        return
+    if not as_json:
+        click.echo(f"Run {run_id}, new attempt: {sub.keys} keys in {len(sub.chunks)} chunks"
+                   + (f" (Slurm job {', '.join(sub.jobs)})" if sub.jobs else "") + ".")
+    if wait:
+        sub.status = runs.wait(ctx, run_id, on_update=None if as_json else _progress_line)
+        if not as_json:
+            click.echo()
+            click.echo(render.run_detail(sub.status, []))
+    if as_json:
+        _emit(sub.to_json())
+    if wait and sub.status is not None and sub.status.keys.remaining:
+        raise OutcomeError(f"Run {run_id} ended {sub.status.state} again: "
+                           f"{sub.status.keys.remaining} keys are not in the table",
+                           f"See djhpc errors {run_id}")
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@handled
+def doctor(as_json: bool) -> None:
+    """Check database, credentials, ledger schema, Slurm and profile."""
+    checks = doctor_checks.run_checks()
+    data = [c.as_dict() for c in checks]
+    _emit({"checks": data}) if as_json else click.echo(render.doctor(data))
+    if not all(c.ok for c in checks):
+        sys.exit(1)
