@@ -124,7 +124,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
         return number
     if kind == "list":
         if isinstance(value, str):
-            return [part for part in value.replace(",", "\n").splitlines() if part.strip()]
+            return [part.strip() for part in value.replace(",", "\n").splitlines() if part.strip()]
         if not isinstance(value, list):
             raise bad
         return [str(item) for item in value]
