@@ -79,11 +79,12 @@ def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _context(cli: dict[str, Any] | None = None, create: bool = True) -> Context:
+def _context(cli: dict[str, Any] | None = None, create: bool = True,
+             require: bool = True) -> Context:
     settings, sources = load(cli)
     if not click.get_current_context().find_root().params.get("verbose"):
         dj.quiet()
-    return Context.open(settings, sources, create=create)
+    return Context.open(settings, sources, create=create, require=require)
 
 
 @click.group(context_settings=CONTEXT)
@@ -140,7 +141,7 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1", "Give a positive number")
     if options.get("chunk_size") and options.get("tasks"):
         raise UsageError("--chunk-size and --tasks both given", "Use one of them")
-    ctx = _context(options, create=not dry_run)
+    ctx = _context(options, create=not dry_run, require=False)
     prepared = runs.prepare(ctx, target, restrictions)
     if dry_run:
         sub = runs.dry_run(ctx, prepared)

@@ -122,14 +122,13 @@ class Ledger:
     def sql(self, statement: str, args: Sequence[Any] = ()) -> Any:
         return dj.query(self.conn, statement, args)
 
-    def exists(self) -> bool:
-        if self.d.postgres:
-            found = self.sql("SELECT 1 FROM information_schema.tables WHERE table_schema=%s "
-                             "AND table_name='run'", (self.schema,)).fetchone()
-        else:
-            found = self.sql("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s "
-                             "AND TABLE_NAME='run'", (self.schema,)).fetchone()
+    def has_table(self, name: str) -> bool:
+        found = self.sql("SELECT 1 FROM information_schema.tables WHERE table_schema=%s "
+                         "AND table_name=%s", (self.schema, name)).fetchone()
         return found is not None
+
+    def exists(self) -> bool:
+        return self.has_table("run")
 
     def create(self) -> None:
         """Create the schema and tables if missing; say which names are allowed if we may not."""
@@ -203,10 +202,7 @@ class Ledger:
     def ensure_keys_table(self, name: str, pending_sql: str, key_attrs: Sequence[str]) -> None:
         """A table with the key columns as the server types them, plus run and number."""
         d = self.d
-        found = self.sql(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema=%s AND table_name=%s",
-            (self.schema, name)).fetchone()
-        if found:
+        if self.has_table(name):
             return
         cols = ", ".join(d.q(a) for a in key_attrs)
         self.sql(f"CREATE TABLE {self.t(name)} AS SELECT {cols} FROM ({pending_sql}) AS q WHERE 1=0")

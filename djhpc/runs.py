@@ -47,13 +47,15 @@ class Context:
     ledger: Ledger
 
     @classmethod
-    def open(cls, settings: Settings, sources: Sources, create: bool = True) -> Context:
+    def open(cls, settings: Settings, sources: Sources, create: bool = True,
+             require: bool = True) -> Context:
+        """`create`: make the ledger if missing; `require`: fail if it is missing."""
         conn = dj.connection()
         schema = settings.ledger_schema or default_schema(dj.db_user(conn))
         ledger = Ledger(conn, schema)
         if create:
             ledger.create()
-        elif not ledger.exists():
+        elif require and not ledger.exists():
             raise UsageError(f"No djhpc ledger in schema {schema!r} yet",
                              "Submit a run first, or set ledger_schema: to the one you used")
         return cls(settings, sources, conn, ledger)
@@ -161,7 +163,9 @@ def count_pending(ctx: Context, prepared: Prepared) -> tuple[int, int]:
     """(keys a new run would take, keys held by other active runs)."""
     ledger = ctx.ledger
     keys_table = ledger.keys_table_name(prepared.table.full_table_name, prepared.key_attrs)
-    ledger.ensure_keys_table(keys_table, prepared.pending_sql, prepared.key_attrs)
+    if not ledger.has_table(keys_table):  # no run on this table yet: nothing is held
+        (total,) = dj.query(ctx.conn, f"SELECT COUNT(*) FROM ({prepared.pending_sql}) AS q").fetchone()
+        return int(total), 0
     d = ledger.d
     qcols = ", ".join(f"q.{d.q(a)}" for a in prepared.key_attrs)
     held_sql = ledger.active_keys_sql(keys_table, prepared.key_attrs)
