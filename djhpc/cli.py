@@ -286,7 +286,8 @@ def errors(what: str, as_json: bool) -> None:
 
     groups = st.error_groups(ctx.ledger, selected, log_path=log_path)
     if as_json:
-        _emit({"groups": [{"message": g.message, "count": g.count, "keys": g.keys,
+        _emit({"groups": [{"message": g.message, "example": g.example, "count": g.count,
+                           "keys": g.keys,
                            "chunk": g.chunk, "run_id": g.run_id, "attempts": g.attempts,
                            "log": g.log, "traceback": g.stack} for g in groups]})
     else:

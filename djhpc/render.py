@@ -159,6 +159,8 @@ def errors(groups: Sequence[ErrorGroup]) -> str:
     lines = []
     for g in groups:
         lines.append(click.style(f"{g.count}x ", fg="red", bold=True) + _first_line(g.message))
+        if g.count > 1 and g.example.strip() != g.message:
+            lines.append(f"   e.g. {_first_line(g.example)}")
         lines.append(f"   run {g.run_id}, chunk {g.chunk}, attempt(s) "
                      f"{', '.join(map(str, g.attempts))}; log: {g.log or '-'}")
         for key in g.keys:

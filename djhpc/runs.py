@@ -256,9 +256,15 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
     plan_chunks = [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
     return Submission(run.run_id, prepared.target.ref, prepared.table.full_table_name,
                       run.n_keys, held, plan_chunks, prepared.executor,
-                      sorted({j.split("_")[0] for j in jobs.values()}), prepared.resources,
+                      slurm_jobs(jobs), prepared.resources,
                       s.max_parallel, len(plan.arrays(plan_chunks, prepared.max_array_size)),
                       "", str(run_dir), warnings=prepared.warnings)
+
+
+def slurm_jobs(jobs: dict[int, str]) -> list[str]:
+    """The Slurm job ids (arrays) among chunks' job ids; local runs have none."""
+    return sorted({j.split("_")[0] for j in jobs.values() if not j.startswith("local-")},
+                  key=int)
 
 
 def _start(ctx: Context, prepared: Prepared, run: RunRecord,
@@ -343,7 +349,7 @@ def retry(ctx: Context, run_id: int) -> Submission:
     plan_chunks = [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
     base.keys = sum(c.keys for c in chunks)
     base.chunks = plan_chunks
-    base.jobs = sorted({j.split("_")[0] for j in jobs.values()})
+    base.jobs = slurm_jobs(jobs)
     base.arrays = len(plan.arrays(plan_chunks, prepared.max_array_size))
     return base
 

@@ -10,6 +10,7 @@ that `retry` picks its keys up.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -301,9 +302,26 @@ def reports(ledger: Ledger, runs: Sequence[RunRecord]) -> list[RunReport]:
 # --- errors --------------------------------------------------------------------
 
 
+_VARYING = [
+    (re.compile(r"\{[^{}]*\}"), "{…}"),  # a key or dict printed into the message
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),  # quoted values
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "0x…"),
+    (re.compile(r"(?<![A-Za-z_])-?\d+(?:\.\d+)?(?!x…)"), "<n>"),  # numbers, not digits in names
+]
+
+
+def error_pattern(message: str) -> str:
+    """The message with its varying parts (keys, values, numbers) masked, for grouping."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    for pattern, placeholder in _VARYING:
+        first = pattern.sub(placeholder, first)
+    return first
+
+
 @dataclass
 class ErrorGroup:
-    message: str
+    message: str  # the pattern shared by the group's messages
+    example: str  # the first message as it was
     count: int
     keys: list[dict[str, Any]]
     chunk: int
@@ -327,14 +345,16 @@ def error_groups(ledger: Ledger, runs: Sequence[RunRecord], log_path: Any = None
     groups: dict[str, ErrorGroup] = {}
     by_id = {r.run_id: r for r in runs}
     for run_id, attempt, chunk, key_text, message, stack in rows:
-        group = groups.get(message)
+        pattern = error_pattern(message)
+        group = groups.get(pattern)
         if group is None:
             log = None
             if log_path is not None:
                 run = by_id[run_id]
                 record = ledger.chunk(run_id, chunk)
                 log = str(log_path(run, record))
-            group = groups[message] = ErrorGroup(message, 0, [], chunk, run_id, [], log, stack)
+            group = groups[pattern] = ErrorGroup(pattern, message, 0, [], chunk, run_id, [],
+                                                 log, stack)
         group.count += 1
         if attempt not in group.attempts:
             group.attempts.append(attempt)

@@ -1,0 +1,119 @@
+"""`djhpc submit` end to end: real database, real Slurm, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import Project
+
+ANALYSED = 640  # units of the 4 analysed animals (5 animals x 4 sessions x 40 units)
+OUTSIDE = 160  # units of the fifth animal: never in the key_source
+
+
+def _keys_outside(project: Project) -> int:
+    return int(project.python(
+        "import json, my_analysis as m\n"
+        "from lab import animal\n"
+        "print(len(m.MyTable & (animal.Animal & 'animal_name = 26148')))"))
+
+
+def test_local_executor_populates_every_key_and_records_failures(project: Project) -> None:
+    project.make_data("--empty-units", "3")
+    result = project.djhpc("submit", "MyTable", "--executor", "local", "--wait", "--json")
+    assert result.returncode == 1, result.stderr  # three keys failed
+    out = json.loads(result.stdout)
+    assert out["keys"] == ANALYSED and out["executor"] == "local" and out["jobs"] == []
+    assert out["chunks"] == 13  # chunk_size 50 from examples/djhpc.yaml
+    status = out["status"]
+    assert status["state"] == "failed"
+    assert status["keys"] == {"total": ANALYSED, "done": ANALYSED - 3, "error": 3,
+                              "reserved": 0, "remaining": 3}
+    assert project.table_rows() == ANALYSED - 3
+    assert _keys_outside(project) == 0
+
+    errors = project.djhpc_json("errors", str(out["run_id"]))
+    (group,) = errors["groups"]
+    assert group["count"] == 3 and "empty spike train" in group["message"]
+    assert len(group["keys"]) == 3 and "ValueError" in group["traceback"]
+    assert group["log"].endswith(".err")
+
+
+@pytest.mark.usefixtures("slurm")
+def test_slurm_executor_splits_into_several_arrays(project: Project) -> None:
+    project.make_data("--empty-units", "2")
+    env = project.env(DJHPC_MAX_ARRAY_SIZE="4")
+    result = project.djhpc("submit", "MyTable", "--executor", "slurm", "--chunk-size", "60",
+                           "--max-parallel", "8", "--wait", "--json", env=env)
+    assert result.returncode == 1, result.stderr
+    out = json.loads(result.stdout)
+    assert out["chunks"] == 11 and out["arrays"] == 3
+    assert len(out["jobs"]) == 3  # three Slurm arrays: 4 + 4 + 3 tasks
+    status = out["status"]
+    assert status["keys"]["done"] == ANALYSED - 2 and status["keys"]["error"] == 2
+    assert sum(status["tasks"].values()) == 11
+    assert {c["job"].split("_")[0] for c in status["chunks"]} == set(out["jobs"])
+    assert all(c["host"] for c in status["chunks"])
+    assert project.table_rows() == ANALYSED - 2
+    assert _keys_outside(project) == 0
+    assert status["core_hours"] > 0
+
+
+@pytest.mark.usefixtures("slurm")
+def test_wait_exits_0_when_every_key_is_done(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "10")  # 40 analysed keys
+    out = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "3", "--wait")
+    assert out["status"]["state"] == "done"
+    assert out["status"]["keys"]["done"] == out["keys"] == 40
+
+    again = project.djhpc("submit", "MyTable", "-e", "slurm", "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["run_id"] is None  # nothing to do, nothing recorded
+    assert project.ledger_runs() == 1
+    listing = project.djhpc_json("status")
+    assert [r["state"] for r in listing["runs"]] == ["done"]
+    assert "chunks" not in listing["runs"][0]
+
+
+def test_dry_run_writes_nothing(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "10")
+    out = project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
+    assert out["run_id"] is None and out["keys"] == 40 and out["chunks"] == 1
+    assert project.ledger_runs() == 0
+    assert project.table_rows() == 0
+    text = project.djhpc("submit", "MyTable", "-e", "slurm", "--dry-run", "-r", "unit_id < 5")  # units 1-4
+    assert text.returncode == 0, text.stderr
+    assert "16 pending keys" in text.stdout and "#SBATCH" in text.stdout
+    assert project.ledger_runs() == 0
+
+
+def test_restrictions_and_the_four_target_forms(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "10")
+    for target in ("MyTable", "my_analysis.MyTable", "my_analysis:MyTable",
+                   "./my_analysis.py:MyTable"):
+        out = project.djhpc_json("submit", target, "-e", "local", "--dry-run",
+                                 "-r", "unit_id < 4", "-r", "animal_name = 26230")
+        assert out["keys"] == 3, target  # units 1-3 of one animal
+    out = project.djhpc_json("submit", "MyTable", "-e", "debug", "-r", "unit_id < 4", "--wait")
+    assert out["status"]["keys"]["done"] == 12
+    assert project.table_rows() == 12
+
+
+def test_keys_held_by_an_active_run_are_left_out(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "10")
+    env = project.env(EXAMPLE_MAKE_SECONDS="0.3")
+    first = project.djhpc_json("submit", "MyTable", "-e", "local", "-r", "unit_id < 5",
+                               "--max-parallel", "1", env=env)
+    second = project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
+    assert second["keys"] == 24 and second["held_by_other_runs"] == 16
+    project.djhpc("cancel", str(first["run_id"]))
+
+
+def test_rejected_restriction_is_exit_2_and_records_nothing(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "2")
+    result = project.djhpc("submit", "MyTable", "-e", "local", "-r", "unit_idd < 3")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and "unit_idd" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert project.ledger_runs() == 0
