@@ -68,6 +68,13 @@ class Project:
     workdir: Path = EXAMPLES
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A private copy of the example, configured the way its DataJoint line
+        # expects: 0.14 users keep settings in dj_local_conf.json (2.x ignores it).
+        self.workdir = self.tmp / "examples"
+        shutil.copytree(EXAMPLES, self.workdir, ignore=shutil.ignore_patterns("__pycache__"))
+        (self.workdir / "dj_local_conf.json").write_text(json.dumps({"database.use_tls": False}))
+
     @property
     def ledger(self) -> str:
         return f"{self.prefix}_ledger"
@@ -110,7 +117,7 @@ class Project:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def make_data(self, *args: str) -> None:
-        result = subprocess.run([sys.executable, "make_data.py", *args], cwd=EXAMPLES,
+        result = subprocess.run([sys.executable, "make_data.py", *args], cwd=self.workdir,
                                 env=self.env(), capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
 
@@ -133,7 +140,7 @@ class Project:
             return 0  # no ledger at all: nothing recorded
 
     def drop(self) -> None:
-        subprocess.run([sys.executable, "make_data.py", "--drop"], cwd=EXAMPLES, env=self.env(),
+        subprocess.run([sys.executable, "make_data.py", "--drop"], cwd=self.workdir, env=self.env(),
                        capture_output=True, text=True, timeout=300)
         drop = "DROP SCHEMA IF EXISTS {} CASCADE" if POSTGRES else "DROP DATABASE IF EXISTS {}"
         conn = connect()
