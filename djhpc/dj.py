@@ -201,7 +201,7 @@ def query(conn: Any, sql: str, args: Sequence[Any] = ()) -> Any:
 
 def server_message(error: BaseException) -> str:
     """The server's own words from a driver error, on one line."""
-    args = getattr(error, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
     text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(error)
     return " ".join(text.split())
 

@@ -373,7 +373,8 @@ class Ledger:
 
     def runs(self, *, table_name: str | None = None, since: datetime | None = None,
              limit: int | None = None) -> list[RunRecord]:
-        where, args = ["state <> 'recording'"], []
+        where: list[str] = ["state <> 'recording'"]
+        args: list[Any] = []
         if table_name:
             where.append("table_name = %s")
             args.append(table_name)

@@ -321,7 +321,7 @@ def retry(ctx: Context, run_id: int) -> Submission:
         raise UsageError(f"Run {run_id} is still {current.state}",
                          f"Wait for it (djhpc status {run_id} --watch) or cancel it first")
     settings = ctx.settings
-    target = targets.Target(*run.target.split(":", 1), tuple(run.paths))
+    target = targets.Target.from_ref(run.target, run.paths)
     cls = target.load()
     prepared = Prepared(target, cls, cls(), run.settings.get("restrictions", []), "",
                         run.key_attrs, run.executor if settings.executor == "auto"

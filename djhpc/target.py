@@ -27,6 +27,12 @@ class Target:
     name: str
     paths: tuple[str, ...] = field(default=())  # added to sys.path before import
 
+    @classmethod
+    def from_ref(cls, ref: str, paths: Sequence[str] = ()) -> Target:
+        """The target recorded as `module:Class` (see `ref`)."""
+        module, _, name = ref.partition(":")
+        return cls(module, name, tuple(paths))
+
     @property
     def ref(self) -> str:
         return f"{self.module}:{self.name}"

@@ -148,7 +148,7 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
 
 def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: ChunkRecord,
                     host: str, job_id: str | None) -> Outcome:
-    cls = Target(*run.target.split(":", 1), tuple(run.paths)).load()
+    cls = Target.from_ref(run.target, run.paths).load()
     table = cls()
     attrs = dj.key_attributes(table)
     if attrs != run.key_attrs:

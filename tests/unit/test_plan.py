@@ -1,5 +1,7 @@
 """Planning is pure: counts in, chunk ranges out."""
 
+import itertools
+
 import pytest
 
 from djhpc import plan
@@ -9,7 +11,7 @@ def test_split_covers_every_key_once_and_evenly() -> None:
     chunks = plan.split(1003, 100)
     assert len(chunks) == 11
     assert chunks[0].lo == 0 and chunks[-1].hi == 1003
-    assert all(a.hi == b.lo for a, b in zip(chunks, chunks[1:]))
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(chunks))
     assert {c.keys for c in chunks} <= {91, 92}  # even, never one tiny straggler
 
 
