@@ -77,11 +77,16 @@ class Settings:
         default_factory=dict, metadata=_help("extra sbatch options, e.g. {constraint: skylake}")
     )
 
+    # Settings given by the environment or the command line: these beat the
+    # per-table overrides of a config file, as the precedence promises.
+    pinned: tuple[str, ...] = field(default=(), metadata={"internal": True})
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+FIELDS: dict[str, dataclasses.Field[Any]] = {
+    f.name: f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")}
 # Resource keys may also be set per table under `tables:`.
 RESOURCE_KEYS = ("partition", "account", "qos", "time", "mem", "cpus", "gpus", "slurm", "setup")
 
@@ -212,14 +217,14 @@ def load(
         layers.append(_layer(read_yaml(user_file), str(user_file)))
     else:
         user_file = None  # type: ignore[assignment]
-    layers.append(env_layer(environ))
+    env = env_layer(environ)
     given = {k: v for k, v in (cli or {}).items() if v is not None and v != () and v != []}
-    layers.append(_layer(given, "the command line"))
+    layers += [env, _layer(given, "the command line")]
 
     merged: dict[str, Any] = {}
     for layer in layers:
         merged.update(layer)
     profile_name = merged.get("profile")
     base = load_profile(profile_name, project_dir=project_file.parent if project_file else None)
-    settings = Settings(**{**base, **merged})
+    settings = Settings(**{**base, **merged}, pinned=tuple(sorted({*env, *given})))
     return settings, Sources(project_file, user_file)

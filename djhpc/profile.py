@@ -149,7 +149,8 @@ def resources(settings: Settings, table: str | None = None, rules: Rules | None 
             raise UsageError(f"tables: {table} must be a mapping of resources",
                              f"Valid keys: {', '.join(RESOURCE_KEYS)}")
         check_keys(override, f"tables: {table}", allowed=RESOURCE_KEYS)
-        values.update({k: coerce(k, v, f"tables: {table}") for k, v in override.items()})
+        values.update({k: coerce(k, v, f"tables: {table}") for k, v in override.items()
+                       if k not in settings.pinned})
     try:
         time_s = parse_duration(str(values["time"]))
         if time_s <= 0:
