@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
@@ -164,7 +165,8 @@ def connection_error(error: BaseException) -> UsageError:
     text = str(error)
     code = error.args[0] if error.args and isinstance(error.args[0], int) else None
     where = _where()
-    if code == 1045 or "password authentication failed" in text or "Access denied" in text:
+    refused = ("password authentication failed", "Access denied", "no password supplied")
+    if code == 1045 or any(w in text for w in refused) or re.search(r'role ".*" does not exist', text):
         return UsageError(f"The database refused the credentials for {where}",
                           "Check DJ_USER/DJ_PASS or your DataJoint config file")
     if code in (2002, 2003, 2005, 2013) or "could not connect" in text or "Connection refused" in text:
