@@ -129,7 +129,8 @@ class Dialect:
 
     @property
     def connection_id(self) -> str:
-        return "SELECT pg_backend_pid()" if self.postgres else "SELECT CONNECTION_ID()"
+        """SQL for this session's connection id (as the process list shows it)."""
+        return "pg_backend_pid()" if self.postgres else "CONNECTION_ID()"
 
     @property
     def live_connections(self) -> str:

@@ -428,11 +428,18 @@ class Ledger:
 
     def report(self, run_id: int, chunk: int, *, n_done: int, n_error: int,
                state: str | None = None, requeue: bool = False) -> None:
-        """Progress of a running chunk; with `state`, its end (or hand-back)."""
-        sets = "n_done=%s, n_error=%s, heartbeat=%s"
+        """Progress of a running chunk; with `state`, its end (or hand-back).
+
+        Also refreshes the task's connection id (it changes when the task
+        reconnects). A chunk cancelled meanwhile stays cancelled; one wrongly
+        thought lost is set right by the task's own word.
+        """
+        sets = f"n_done=%s, n_error=%s, heartbeat=%s, connection_id={self.d.connection_id}"
         args: list[Any] = [n_done, n_error, now()]
         if state:
-            sets += ", state=%s, finished=%s"
+            owned = f"state IN ('{RUNNING}', '{LOST}')"
+            sets += (f", state=CASE WHEN {owned} THEN %s ELSE state END"
+                     f", finished=CASE WHEN {owned} THEN %s ELSE finished END")
             args += [state, None if state == QUEUED else now()]
         if requeue:
             sets += ", requeues=requeues+1"

@@ -195,15 +195,22 @@ def check_rules(res: Resources, rules: Rules, profile: str | None) -> None:
                          f"Choose one of: {', '.join(rules.partitions)}")
 
 
+def warning_delay(res: Resources, signal_delay_s: int) -> int:
+    """Seconds before the time limit at which Slurm warns a task (USR2).
+
+    The warning must leave the task time to hand back its keys, but never take
+    more than half of a short task's walltime.
+    """
+    return int(min(signal_delay_s, max(10, res.time_s // 2)))
+
+
 def submitit_parameters(res: Resources, signal_delay_s: int) -> dict[str, Any]:
     """The resources as submitit's SlurmExecutor parameters."""
     params: dict[str, Any] = {
         "time": res.time_min,
         "mem": f"{math.ceil(res.mem_mb)}M",
         "cpus_per_task": res.cpus,
-        # The warning signal must leave the task time to hand back its keys, but
-        # never more than half of a short task's walltime.
-        "signal_delay_s": int(min(signal_delay_s, max(10, res.time_s // 2))),
+        "signal_delay_s": warning_delay(res, signal_delay_s),
         "setup": list(res.setup),
     }
     if res.gpus:

@@ -23,9 +23,6 @@ from djhpc.executors import Launch
 from djhpc.ledger import (
     ACTIVE_STATES,
     CANCELLED,
-    FAILED,
-    INTERRUPTED,
-    LOST,
     ChunkRecord,
     Ledger,
     RunRecord,
@@ -304,11 +301,11 @@ def cancel(ctx: Context, run_id: int) -> RunReport:
     run = ledger.run(run_id)
     chunks = ledger.chunks(run_id)
     active = [c for c in chunks if c.state in ACTIVE_STATES]
-    executors.get(run.executor).cancel(run, active)
+    # The ledger first, so that no task requeues itself or claims a chunk once
+    # it is told to stop; a running task still rolls back its current key.
     ledger.set_run(run_id, state=CANCELLED, finished=now())
-    # Chunks that were never claimed will never be: cancel them. Running ones
-    # hand their keys back themselves on SIGTERM (they end as interrupted).
-    ledger.set_chunk_states(run_id, [c.chunk for c in active], CANCELLED, only_from=("queued",))
+    ledger.set_chunk_states(run_id, [c.chunk for c in active], CANCELLED)
+    executors.get(run.executor).cancel(run, active)
     return status_of(ctx, run_id)
 
 
@@ -320,6 +317,10 @@ def retry(ctx: Context, run_id: int) -> Submission:
     if current.state in ("queued", "running"):
         raise UsageError(f"Run {run_id} is still {current.state}",
                          f"Wait for it (djhpc status {run_id} --watch) or cancel it first")
+    stopping = [c for c in current.chunks if c.task_state in STOPPING]
+    if stopping:
+        raise UsageError(f"{len(stopping)} tasks of run {run_id} are still stopping",
+                         "Try again in a minute (djhpc status shows them)")
     settings = ctx.settings
     target = targets.Target.from_ref(run.target, run.paths)
     cls = target.load()
@@ -354,4 +355,5 @@ def retry(ctx: Context, run_id: int) -> Submission:
     return base
 
 
-RETRYABLE = (FAILED, INTERRUPTED, LOST, CANCELLED)
+# Task states of a task that may still make keys.
+STOPPING = ("pending", "running", "requeued", "suspended")

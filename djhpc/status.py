@@ -146,37 +146,41 @@ def live_connections(ledger: Ledger) -> set[int] | None:
         return None
 
 
-def is_lost(chunk: ChunkRecord, task: TaskInfo | None, connections: set[int] | None,
-            stamp: datetime) -> bool:
-    """Whether an active chunk's task can no longer finish it."""
+def lost_reason(chunk: ChunkRecord, task: TaskInfo | None, connections: set[int] | None,
+                stamp: datetime) -> str | None:
+    """Why an active chunk's task can no longer finish it; None while it can."""
     if chunk.state not in ACTIVE_STATES:
-        return False
+        return None
+    job = chunk.job_id or ""
     if task is not None:
         # A queued chunk whose task is pending again after a requeue is fine.
-        return task.state.final
-    job = chunk.job_id or ""
+        return f"Task {job} ended ({task.raw_state})" if task.state.final else None
     here = chunk.host == socket.gethostname()
     if job.startswith("local-") and chunk.state == QUEUED and here:
-        return not alive(int(job.split("-", 1)[1]))
+        return None if alive(int(job.split("-", 1)[1])) else "The local runner is gone"
     if chunk.state == RUNNING:
         if here and chunk.pid and job.startswith("local-") and not alive(chunk.pid):
-            return True
+            return f"Task process {chunk.pid} is gone"
         silent = chunk.heartbeat is None or stamp - chunk.heartbeat > SILENCE
         gone = connections is not None and chunk.connection_id not in connections
-        return gone and silent
-    return False
+        if gone and silent:
+            return "The task's database connection is gone and it stopped reporting"
+    return None
 
 
 def reconcile(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
               tasks: dict[str, TaskInfo], connections: set[int] | None) -> list[ChunkRecord]:
-    """Mark chunks whose task is gone as lost, in the ledger and in `chunks`."""
+    """Mark chunks whose task is gone as lost, with the reason in the error history."""
     if run.cancelled:
         return chunks
     stamp = now()
-    lost = [c for c in chunks if is_lost(c, tasks.get(c.job_id or ""), connections, stamp)]
-    if lost:
-        ledger.set_chunk_states(run.run_id, [c.chunk for c in lost], LOST)
-        for c in lost:
+    for c in chunks:
+        reason = lost_reason(c, tasks.get(c.job_id or ""), connections, stamp)
+        if reason and ledger.set_chunk_states(run.run_id, [c.chunk], LOST, only_from=(c.state,)):
+            ledger.add_errors(run.run_id, c.attempt, c.chunk,
+                              [({}, f"{reason} before finishing its chunk: "
+                                f"{c.keys - c.n_done - c.n_error} keys handed back", "")],
+                              c.job_id, c.host or "")
             c.state = LOST
     return chunks
 

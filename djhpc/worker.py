@@ -67,6 +67,7 @@ class Outcome:
     interrupted: bool = False
     claimed: bool = True
     state: str = DONE
+    requeue: bool = False  # ask Slurm to run this task again
 
     def as_dict(self) -> dict[str, Any]:
         return {"done": self.done, "errors": self.errors, "state": self.state,
@@ -124,7 +125,7 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
     ledger = Ledger(conn, task.ledger_schema)
     run = ledger.run(task.run_id)
     host, job_id = socket.gethostname(), slurm_job_id()
-    connection_id = int(dj.query(conn, ledger.d.connection_id).fetchone()[0])
+    connection_id = int(dj.query(conn, f"SELECT {ledger.d.connection_id}").fetchone()[0])
     if not ledger.claim(task.run_id, task.chunk, job_id=job_id, host=host, pid=os.getpid(),
                         connection_id=connection_id):
         log.warning("Chunk %s of run %s is not queued (taken, finished or cancelled): "
@@ -141,8 +142,10 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
                                         [({}, message, traceback.format_exc())], job_id, host))
         _safe(lambda: ledger.report(run.run_id, chunk.chunk, n_done=0, n_error=0, state=FAILED))
         raise
-    if outcome.state == QUEUED and job_id:
-        _requeue_self()
+    if outcome.requeue and not _requeue_self():
+        # Slurm would not take the task back: leave the keys to `djhpc retry`.
+        _safe(lambda: ledger.set_chunk_states(run.run_id, [chunk.chunk], INTERRUPTED,
+                                              only_from=(QUEUED,)))
     return outcome.as_dict()
 
 
@@ -192,15 +195,36 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
                 _with_reconnect(table, flush)
                 last_flush = time.monotonic()
         if outcome.interrupted:
-            requeue = bool(job_id) and chunk.requeues < task.max_requeues
-            outcome.state = QUEUED if requeue else INTERRUPTED
-            log.warning("Stopped by %s after %d keys; chunk %s", stop.requested, outcome.done,
-                        "requeued" if requeue else "left for `djhpc retry`")
-            _with_reconnect(table, lambda: flush(outcome.state, requeue=requeue))
+            _hand_back(task, ledger, run, chunk, outcome, stop.requested or "a signal",
+                       len(rows), job_id, host)
+            _with_reconnect(table, lambda: flush(outcome.state, requeue=outcome.state == QUEUED))
         else:
             outcome.state = FAILED if outcome.errors else DONE
             _with_reconnect(table, lambda: flush(outcome.state))
     return outcome
+
+
+def _hand_back(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: ChunkRecord,
+               outcome: Outcome, signal_name: str, n_keys: int, job_id: str | None,
+               host: str) -> None:
+    """Decide what becomes of a stopped chunk's remaining keys.
+
+    Under Slurm, within the requeue budget, the chunk is queued again: after
+    the time-limit warning (USR2) this task asks Slurm to requeue it; after
+    SIGTERM (cancel, preemption) Slurm requeues a preempted task itself, and a
+    cancelled one is found lost by `status`. Otherwise the keys wait for
+    `djhpc retry`. A cancelled run is never requeued.
+    """
+    cancelled = _safe(lambda: ledger.run(run.run_id).cancelled, default=True)
+    again = bool(job_id) and not cancelled and chunk.requeues < task.max_requeues
+    outcome.state = QUEUED if again else INTERRUPTED
+    outcome.requeue = again and signal_name == "SIGUSR2"
+    left = n_keys - outcome.done - outcome.errors
+    what = ("requeued" if again else "cancelled" if cancelled else "left for `djhpc retry`")
+    message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
+    log.warning(message)
+    _safe(lambda: ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk,
+                                    [({}, message, "")], job_id, host))
 
 
 def _make(table: Any, key: dict[str, Any]) -> BaseException | None:
@@ -217,6 +241,7 @@ def _make(table: Any, key: dict[str, Any]) -> BaseException | None:
         time.sleep(delay)
         dj.reconnect(table.connection)
     return None
+
 
 
 def _with_reconnect(table: Any, action: Any) -> None:
@@ -243,20 +268,24 @@ def _stack(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-def _safe(action: Any) -> None:
+def _safe(action: Any, default: Any = None) -> Any:
     try:
-        action()
+        return action()
     except Exception as error:  # reporting must never hide the original failure
         log.error("Could not record to the ledger: %s", error)
+        return default
 
 
-def _requeue_self() -> None:
+def _requeue_self() -> bool:
     """Ask Slurm to run this task again; the chunk is queued for it in the ledger."""
     from djhpc import slurm
 
     job = os.environ.get("SLURM_JOB_ID")
-    if job:
-        try:
-            slurm.run(["scontrol", "requeue", job])
-        except slurm.SlurmError as error:
-            log.error("Requeue failed (%s); `djhpc retry` will pick the chunk up", error)
+    if not job:
+        return False
+    try:
+        slurm.run(["scontrol", "requeue", job])
+    except slurm.SlurmError as error:
+        log.error("Requeue failed (%s); `djhpc retry` will pick the chunk up", error)
+        return False
+    return True

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from djhpc import slurm
+from djhpc.slurm import available as slurm_available
 from djhpc.errors import UsageError
 from djhpc.ledger import ChunkRecord, RunRecord
-from djhpc.profile import Resources
+from djhpc.profile import Resources, warning_delay
 from djhpc.worker import ChunkTask
 
 NAMES = ("auto", "slurm", "local", "debug")
@@ -38,7 +38,7 @@ class Launch:
 
     def task(self, chunk: ChunkRecord) -> ChunkTask:
         return ChunkTask(self.ledger_schema, self.run.run_id, chunk.chunk, self.run.workdir,
-                         self.signal_delay, self.max_requeues)
+                         warning_delay(self.resources, self.signal_delay), self.max_requeues)
 
 
 class Executor(Protocol):
@@ -57,13 +57,16 @@ class Executor(Protocol):
         """(stdout, stderr) of the chunk's task."""
 
 
+# (djhpc.slurm is imported by name: the submodule executors.slurm would shadow it here.)
+
+
 def choose(name: str) -> str:
     """The executor `name` stands for; `auto` is slurm where sbatch is on PATH."""
     if name not in NAMES:
         raise UsageError(f"Unknown executor {name!r}", f"Choose one of: {', '.join(NAMES)}")
     if name == "auto":
-        return "slurm" if slurm.available() else "local"
-    if name == "slurm" and not slurm.available():
+        return "slurm" if slurm_available() else "local"
+    if name == "slurm" and not slurm_available():
         raise UsageError("--executor slurm, but sbatch is not on PATH",
                          "Run on a cluster login node, load Slurm's module, or use --executor local")
     return name
