@@ -221,10 +221,14 @@ def load(
     given = {k: v for k, v in (cli or {}).items() if v is not None and v != () and v != []}
     layers += [env, _layer(given, "the command line")]
 
+    profile_name = next((layer["profile"] for layer in reversed(layers) if "profile" in layer), None)
+    layers.insert(0, load_profile(profile_name, project_dir=project_file.parent if project_file else None))
     merged: dict[str, Any] = {}
     for layer in layers:
+        # chunk_size and tasks say the same thing two ways: the later layer's wins.
+        for one, other in (("chunk_size", "tasks"), ("tasks", "chunk_size")):
+            if layer.get(one) is not None:
+                merged.pop(other, None)
         merged.update(layer)
-    profile_name = merged.get("profile")
-    base = load_profile(profile_name, project_dir=project_file.parent if project_file else None)
-    settings = Settings(**{**base, **merged}, pinned=tuple(sorted({*env, *given})))
+    settings = Settings(**merged, pinned=tuple(sorted({*env, *given})))
     return settings, Sources(project_file, user_file)

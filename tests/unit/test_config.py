@@ -87,3 +87,9 @@ def test_flags_and_env_beat_per_table_overrides(tmp_path: Path, monkeypatch: pyt
     settings, _ = config.load({"mem": "3G"})
     res = profile.resources(settings, "T")
     assert (res.mem_mb, res.time_s, res.cpus) == (3072, 7200, 2)
+
+
+def test_tasks_on_the_command_line_beats_chunk_size_in_the_file(tmp_path: Path) -> None:
+    (tmp_path / "djhpc.yaml").write_text("chunk_size: 50\n")
+    settings, _ = config.load({"tasks": 2})
+    assert (settings.tasks, settings.chunk_size) == (2, None)
