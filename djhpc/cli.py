@@ -208,7 +208,7 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
     Without an argument: your active and recent runs. With a RUN_ID: that run
     and its chunks. With a TARGET: the table's progress and its runs.
     """
-    ctx = _context(create=False)
+    ctx = _context(create=False, require=what is not None)
     while True:
         output, final = _status_once(ctx, what, show_all, as_json)
         if not watch:
@@ -225,7 +225,8 @@ def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) 
     from djhpc import status as st
 
     if what is None:
-        reports = st.reports(ctx.ledger, _recent_runs(ctx, show_all))
+        found = _recent_runs(ctx, show_all) if ctx.ledger.exists() else []
+        reports = st.reports(ctx.ledger, found)
         if as_json:
             return json.dumps({"runs": [r.to_json(with_chunks=False) for r in reports]},
                               indent=2, default=str), all(r.final for r in reports)

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from djhpc.slurm import available as slurm_available
 from djhpc.errors import UsageError
 from djhpc.ledger import ChunkRecord, RunRecord
 from djhpc.profile import Resources, warning_delay
+from djhpc.slurm import available as slurm_available
 from djhpc.worker import ChunkTask
 
 NAMES = ("auto", "slurm", "local", "debug")
