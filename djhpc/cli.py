@@ -40,6 +40,8 @@ def _fail(error: BaseException, verbose: bool) -> None:
 
         traceback.print_exception(type(error), error, error.__traceback__)
     if isinstance(error, DjhpcError):
+        if _progress_open:
+            click.echo()  # end the progress line first
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(error.exit_code)
     if isinstance(error, SlurmError):
@@ -164,24 +166,33 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
         return
     if not as_json:
         click.echo(render.submission(sub, dry_run=False))
+    _follow(ctx, sub, sub.run_id, wait, as_json)
+
+
+def _follow(ctx: Context, sub: runs.Submission, run_id: int, wait: bool, as_json: bool) -> None:
+    """After a submit or retry: wait if asked, print, and exit 1 if keys are missing."""
     if wait:
-        sub.status = runs.wait(ctx, sub.run_id, on_update=None if as_json else _progress_line)
+        sub.status = runs.wait(ctx, run_id, on_update=None if as_json else _progress_line)
         if not as_json:
             click.echo()
             click.echo(render.run_detail(sub.status, []))
     if as_json:
         _emit(sub.to_json())
     if wait and sub.status is not None and sub.status.keys.remaining:
-        click.echo(err=True)
-        raise OutcomeError(f"Run {sub.run_id} ended {sub.status.state}: "
+        raise OutcomeError(f"Run {run_id} ended {sub.status.state}: "
                            f"{sub.status.keys.remaining} of {sub.status.keys.total} keys are not "
                            "in the table",
-                           f"See djhpc errors {sub.run_id}, then djhpc retry {sub.run_id}")
+                           f"See djhpc errors {run_id}, then djhpc retry {run_id}")
+
+
+_progress_open = False  # a progress line without its newline is on the terminal
 
 
 def _progress_line(report: Any) -> None:
+    global _progress_open
     if not sys.stdout.isatty():
         return
+    _progress_open = not report.final
     k = report.keys
     line = (f"\r  {render.bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, "
             f"{render.tasks(report.tasks)}")
@@ -363,17 +374,7 @@ def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
     if not as_json:
         click.echo(f"Run {run_id}, new attempt: {sub.keys} keys in {len(sub.chunks)} chunks"
                    + (f" (Slurm job {', '.join(sub.jobs)})" if sub.jobs else "") + ".")
-    if wait:
-        sub.status = runs.wait(ctx, run_id, on_update=None if as_json else _progress_line)
-        if not as_json:
-            click.echo()
-            click.echo(render.run_detail(sub.status, []))
-    if as_json:
-        _emit(sub.to_json())
-    if wait and sub.status is not None and sub.status.keys.remaining:
-        raise OutcomeError(f"Run {run_id} ended {sub.status.state} again: "
-                           f"{sub.status.keys.remaining} keys are not in the table",
-                           f"See djhpc errors {run_id}")
+    _follow(ctx, sub, run_id, wait, as_json)
 
 
 @main.command(context_settings=CONTEXT)

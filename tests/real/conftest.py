@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,27 @@ class Project:
             cur.execute(drop.format(q(self.ledger)))
         finally:
             conn.close()
+
+
+@contextmanager
+def database_user(password: str, *, everything: bool = False,
+                  schemas: str | None = None) -> Iterator[str]:
+    """A throwaway database user: all rights, or only on schemas matching `schemas`."""
+    user = f"djhpc_u{uuid.uuid4().hex[:8]}"
+    conn = connect()
+    cur = conn.cursor()
+    if POSTGRES:
+        cur.execute(f"CREATE ROLE {user} LOGIN {'SUPERUSER' if everything else ''} "
+                    f"PASSWORD '{password}'")
+    else:
+        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        where = "*" if everything else f"`{schemas}`"
+        cur.execute(f"GRANT ALL PRIVILEGES ON {where}.* TO '{user}'@'%'")
+    try:
+        yield user
+    finally:
+        cur.execute(f"DROP ROLE {user}" if POSTGRES else f"DROP USER '{user}'@'%'")
+        conn.close()
 
 
 @pytest.fixture

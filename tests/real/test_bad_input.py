@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from .conftest import BIN, POSTGRES, Project, connect, q
+from .conftest import BIN, POSTGRES, Project, connect, database_user, q
 
 
 @pytest.fixture
@@ -99,24 +98,13 @@ def test_sbatch_rejecting_a_partition_leaves_nothing(small: Project) -> None:
 
 
 def test_no_permission_for_the_ledger_schema(small: Project) -> None:
-    user = f"djhpc_np_{uuid.uuid4().hex[:6]}"
-    conn = connect()
-    cur = conn.cursor()
-    if POSTGRES:
-        cur.execute(f"CREATE ROLE {user} LOGIN")
-    else:
-        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
-        cur.execute(f"GRANT ALL PRIVILEGES ON `{small.prefix}\\_%`.* TO '{user}'@'%'")
-    try:
+    with database_user("pw", schemas=f"{small.prefix}\\_%") as user:
         env = small.env(DJ_USER=user, DJ_PASS="pw")
         env.pop("DJHPC_LEDGER_SCHEMA")
         message = _fails(small, "submit", "MyTable", "-e", "local", env=env)
         assert f"No permission to create djhpc's ledger schema 'user_{user}_djhpc'" in message
         if not POSTGRES:
             assert f"{small.prefix}_*" in message  # the names this user may create
-    finally:
-        cur.execute(f"DROP ROLE {user}" if POSTGRES else f"DROP USER '{user}'@'%'")
-        conn.close()
 
 
 def test_key_named_like_a_jobs_column_still_works(project: Project) -> None:
