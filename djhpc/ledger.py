@@ -489,15 +489,15 @@ class Ledger:
             return {}
         d = self.d
         on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
-        ranges = " ".join(f"WHEN k.{KEY_SEQ} < {int(c.hi)} THEN {int(c.chunk)}"
-                          for c in sorted(chunks, key=lambda c: c.hi))
-        lo = min(c.lo for c in chunks)
-        hi = max(c.hi for c in chunks)
+        ordered = sorted(chunks, key=lambda c: c.lo)
+        # The chunks of a run's attempts are adjacent ranges of key numbers.
+        bucket = d.bucket(f"k.{KEY_SEQ}", [c.lo for c in ordered])
         rows = self.sql(
-            f"SELECT CASE {ranges} END AS chunk, COUNT(*) FROM {self.t(run.keys_table)} AS k "
+            f"SELECT {bucket} AS b, COUNT(*) FROM {self.t(run.keys_table)} AS k "
             f"JOIN {run.table_name} AS t ON {on} WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s "
-            f"AND k.{KEY_SEQ} < %s GROUP BY 1", (run.run_id, lo, hi)).fetchall()
-        return {int(c): int(n) for c, n in rows if c is not None}
+            f"AND k.{KEY_SEQ} < %s GROUP BY 1",
+            (run.run_id, ordered[0].lo, max(c.hi for c in ordered))).fetchall()
+        return {ordered[int(b) - 1].chunk: int(n) for b, n in rows if b}
 
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
