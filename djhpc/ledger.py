@@ -22,7 +22,8 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -237,39 +238,46 @@ class Ledger:
         self.ensure_keys_table(keys_table, pending_sql, key_attrs)  # DDL: before the transaction
         cols = ", ".join(d.q(a) for a in key_attrs)
         qcols = ", ".join(f"q.{d.q(a)}" for a in key_attrs)
-        held = self.active_keys_sql(keys_table, key_attrs)
         conn = self.conn
-        conn.start_transaction()
-        try:
-            self._lock(table_name)
-            row = (target, json.dumps(list(paths)), workdir, table_name, keys_table,
-                   json.dumps(list(key_attrs)), executor, "recording", now(),
-                   json.dumps(settings, default=str), run_dir, db_user, socket.gethostname())
-            run_id = self._insert_run(row)
-            n_held = self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q WHERE "
-                              f"{d.row_in(key_attrs, held).replace('(' + cols, '(' + qcols, 1)}"
-                              ).fetchone()[0]
-            inserted = self.sql(
-                f"INSERT INTO {self.t(keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
-                f"SELECT %s, ROW_NUMBER() OVER (ORDER BY {qcols}) - 1, {qcols} "
-                f"FROM ({pending_sql}) AS q WHERE NOT {d.row_in(key_attrs, held).replace('(' + cols, '(' + qcols, 1)}",
-                (run_id,)).rowcount
-            if inserted <= 0:
-                conn.cancel_transaction()
-                self._unlock(table_name)
-                return None, int(n_held)
-            chunks: list[Chunk] = plan(inserted)
-            self.add_chunks(run_id, 1, chunks)
-            self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state='active' WHERE run_id=%s",
-                     (inserted, run_id))
-            conn.commit_transaction()
-        except BaseException:
-            if conn.in_transaction:
-                conn.cancel_transaction()
-            self._unlock(table_name)
-            raise
-        self._unlock(table_name)
-        return self.run(run_id), int(n_held)
+        # The lock before the transaction: its snapshot must see what a
+        # submit that held the lock before us committed.
+        with self._planning_lock(table_name):
+            held, n_held = "", 0
+            if self.has_active_chunks(keys_table):
+                held_sql = d.row_in(key_attrs, self.active_keys_sql(keys_table, key_attrs), "q")
+                n_held = int(self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q "
+                                      f"WHERE {held_sql}").fetchone()[0])
+                held = f" WHERE NOT {held_sql}"
+            conn.start_transaction()
+            try:
+                row = (target, json.dumps(list(paths)), workdir, table_name, keys_table,
+                       json.dumps(list(key_attrs)), executor, "recording", now(),
+                       json.dumps(settings, default=str), run_dir, db_user, socket.gethostname())
+                run_id = self._insert_run(row)
+                inserted = self.sql(
+                    f"INSERT INTO {self.t(keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
+                    f"SELECT %s, ROW_NUMBER() OVER (ORDER BY {qcols}) - 1, {qcols} "
+                    f"FROM ({pending_sql}) AS q{held}", (run_id,)).rowcount
+                if inserted <= 0:
+                    conn.cancel_transaction()
+                    return None, n_held
+                self.add_chunks(run_id, 1, plan(inserted))
+                self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state='active' WHERE run_id=%s",
+                         (inserted, run_id))
+                conn.commit_transaction()
+            except BaseException:
+                if conn.in_transaction:
+                    conn.cancel_transaction()
+                raise
+        return self.run(run_id), n_held
+
+    def has_active_chunks(self, keys_table: str) -> bool:
+        """Whether any queued or running chunk of a live run has keys in this table."""
+        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
+        return self.sql(
+            f"SELECT 1 FROM {self.t('chunk')} AS c JOIN {self.t('run')} AS r "
+            f"ON r.run_id = c.run_id WHERE r.keys_table = %s AND r.state <> '{CANCELLED}' "
+            f"AND c.state IN ({states}) LIMIT 1", (keys_table,)).fetchone() is not None
 
     def _insert_run(self, row: Sequence[Any]) -> int:
         cols = ("target", "paths", "workdir", "table_name", "keys_table", "key_attrs",
@@ -280,17 +288,21 @@ class Ledger:
             return int(self.sql(statement + " RETURNING run_id", row).fetchone()[0])
         return int(self.sql(statement, row).lastrowid)
 
-    def _lock(self, table_name: str) -> None:
+    @contextmanager
+    def _planning_lock(self, table_name: str) -> Iterator[None]:
         """Serialise planning per target, so two submits never plan the same key."""
         name = f"djhpc:{table_name}"[:64]
         if self.d.postgres:
-            self.sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
-        else:
-            self.sql("SELECT GET_LOCK(%s, 60)", (name,))
-
-    def _unlock(self, table_name: str) -> None:
-        if not self.d.postgres:
-            self.sql("SELECT RELEASE_LOCK(%s)", (f"djhpc:{table_name}"[:64],))
+            self.sql("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        elif self.sql("SELECT GET_LOCK(%s, 300)", (name,)).fetchone()[0] != 1:
+            raise UsageError(f"Another submit of {table_name} has been planning for 5 minutes",
+                             "Wait for it to finish, then submit again")
+        try:
+            yield
+        finally:
+            unlock = "SELECT pg_advisory_unlock(hashtext(%s))" if self.d.postgres else (
+                "SELECT RELEASE_LOCK(%s)")
+            self.sql(unlock, (name,))
 
     def add_chunks(self, run_id: int, attempt: int, chunks: Iterable[Chunk]) -> None:
         rows = [(run_id, c.chunk, attempt, c.lo, c.hi, QUEUED) for c in chunks]

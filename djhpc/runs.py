@@ -160,16 +160,15 @@ def count_pending(ctx: Context, prepared: Prepared) -> tuple[int, int]:
     """(keys a new run would take, keys held by other active runs)."""
     ledger = ctx.ledger
     keys_table = ledger.keys_table_name(prepared.table.full_table_name, prepared.key_attrs)
-    if not ledger.has_table(keys_table):  # no run on this table yet: nothing is held
-        (total,) = dj.query(ctx.conn, f"SELECT COUNT(*) FROM ({prepared.pending_sql}) AS q").fetchone()
-        return int(total), 0
-    d = ledger.d
-    qcols = ", ".join(f"q.{d.q(a)}" for a in prepared.key_attrs)
-    held_sql = ledger.active_keys_sql(keys_table, prepared.key_attrs)
-    total, held = dj.query(ctx.conn, (
-        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN ({qcols}) IN ({held_sql}) THEN 1 ELSE 0 END), 0) "
-        f"FROM ({prepared.pending_sql}) AS q")).fetchone()
-    return int(total) - int(held), int(held)
+    held = "0"
+    # No ledger, or no active run on this table (the usual case): nothing is held.
+    if ledger.exists() and ledger.has_table(keys_table) and ledger.has_active_chunks(keys_table):
+        in_held = ledger.d.row_in(prepared.key_attrs,
+                                  ledger.active_keys_sql(keys_table, prepared.key_attrs), "q")
+        held = f"COALESCE(SUM(CASE WHEN {in_held} THEN 1 ELSE 0 END), 0)"
+    total, n_held = dj.query(
+        ctx.conn, f"SELECT COUNT(*), {held} FROM ({prepared.pending_sql}) AS q").fetchone()
+    return int(total) - int(n_held), int(n_held)
 
 
 def run_dir_for(ctx: Context, run_id: int | str) -> Path:

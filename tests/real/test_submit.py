@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from .conftest import Project
+from .conftest import BIN, Project
 
 ANALYSED = 640  # units of the 4 analysed animals (5 animals x 4 sessions x 40 units)
 OUTSIDE = 160  # units of the fifth animal: never in the key_source
@@ -117,3 +118,16 @@ def test_rejected_restriction_is_exit_2_and_records_nothing(project: Project) ->
     assert result.stderr.startswith("Error: ") and "unit_idd" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert project.ledger_runs() == 0
+
+
+def test_two_submits_at_once_split_the_keys(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "6")  # 24 keys
+    env = project.env(EXAMPLE_MAKE_SECONDS="0.2")
+    command = [str(BIN / "djhpc"), "submit", "MyTable", "-e", "local", "--wait", "--json"]
+    both = [subprocess.Popen(command, cwd=project.workdir, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=300)[0] or "null") for p in both]
+    runs = [o for o in outs if o and o["run_id"] is not None]
+    assert sum(o["keys"] for o in runs) == 24  # every key planned once, by one of them
+    assert all(o["status"]["keys"]["error"] == 0 for o in runs)
+    assert project.table_rows() == 24
