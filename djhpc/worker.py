@@ -84,7 +84,9 @@ class StopSignal:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignal:
-        for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGALRM):
+        # SIGINT too: Ctrl-C under the debug executor stops like a cancel, and
+        # DataJoint would otherwise record it as the key's error and go on.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGALRM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from djhpc import dj
 from djhpc.executors import Launch
-from djhpc.ledger import ChunkRecord, RunRecord
+from djhpc.ledger import CANCELLED, INTERRUPTED, QUEUED, ChunkRecord, Ledger, RunRecord
 from djhpc.worker import run_chunk
 
 
@@ -17,8 +18,13 @@ class DebugExecutor:
         return f"{len(launch.chunks)} chunks, one after another, in this process"
 
     def submit(self, launch: Launch) -> dict[int, str]:
-        for chunk in launch.chunks:
-            run_chunk(launch.task(chunk))
+        for n, chunk in enumerate(launch.chunks):
+            outcome = run_chunk(launch.task(chunk))
+            if outcome["state"] == INTERRUPTED:  # Ctrl-C: the rest is not started
+                ledger = Ledger(dj.connection(), launch.ledger_schema)
+                rest = [c.chunk for c in launch.chunks[n + 1 :]]
+                ledger.set_chunk_states(launch.run.run_id, rest, CANCELLED, only_from=(QUEUED,))
+                break
         return {}
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:

@@ -76,7 +76,8 @@ def history(project: Project, run_id: int) -> list[str]:
 @pytest.fixture
 def slow(project: Project) -> Project:
     project.make_data("--sessions", "1", "--units", "6")  # 24 keys
-    project.extra_env["EXAMPLE_MAKE_SECONDS"] = "0.6"
+    # Chunks of 8+ keys at 1 s each outlast a task's first progress report (5 s).
+    project.extra_env["EXAMPLE_MAKE_SECONDS"] = "1"
     return project
 
 
@@ -129,7 +130,7 @@ def test_status_views_errors_and_logs(project: Project) -> None:
 
 @pytest.mark.usefixtures("slurm")
 def test_cancel_leaves_nothing_reserved_and_retry_finishes(slow: Project) -> None:
-    run_id = slow.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "4",
+    run_id = slow.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "3",
                              "--max-parallel", "2")["run_id"]
     running_chunk(slow, run_id)
     cancelled = slow.djhpc_json("cancel", str(run_id))
