@@ -292,9 +292,16 @@ def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException |
     is already in the table inside the transaction; the key was checked against
     the key_source's primary key, so it can never widen to other keys.
     """
-    result = table._populate1(
-        key, jobs=None, suppress_errors=True, return_exception_objects=True
-    )
+    try:
+        result = table._populate1(
+            key, jobs=None, suppress_errors=True, return_exception_objects=True
+        )
+    except Exception as error:
+        # On PostgreSQL a dropped connection also breaks DataJoint's own
+        # rollback, which then escapes: it is still the key's (transient) error.
+        if not is_transient(error):
+            raise
+        return False, error
     if isinstance(result, tuple):
         return False, result[1]
     return bool(result), None
@@ -335,7 +342,9 @@ def reconnect(conn: Any) -> None:
     except Exception:  # a dead connection cannot roll back; the server already did
         pass
     try:
-        conn.ping()
+        # A real round trip: 2.x's PostgreSQL ping reports a closed connection
+        # by returning False rather than raising.
+        conn.query("SELECT 1")
     except Exception:
         conn.connect()
     if hasattr(conn, "_in_transaction"):

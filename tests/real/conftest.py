@@ -169,6 +169,9 @@ def database_user(password: str, *, everything: bool = False,
     try:
         yield user
     finally:
+        if POSTGRES:  # a role that created schemas owns them: hand them over first
+            cur.execute(f"REASSIGN OWNED BY {user} TO CURRENT_USER")
+            cur.execute(f"DROP OWNED BY {user}")
         cur.execute(f"DROP ROLE {user}" if POSTGRES else f"DROP USER '{user}'@'%'")
         conn.close()
 
