@@ -107,7 +107,9 @@ def test_keys_held_by_an_active_run_are_left_out(project: Project) -> None:
     first = project.djhpc_json("submit", "MyTable", "-e", "local", "-r", "unit_id < 5",
                                "--max-parallel", "1", env=env)
     second = project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
-    assert second["keys"] == 24 and second["held_by_other_runs"] == 16
+    # 16 keys are held, less any the first run has made meanwhile (no longer pending).
+    held = second["held_by_other_runs"]
+    assert second["keys"] == 24 and held <= 16 and held + project.table_rows() >= 16
     project.djhpc("cancel", str(first["run_id"]))
 
 
