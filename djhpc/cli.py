@@ -270,8 +270,10 @@ def _recent_runs(ctx: Context, show_all: bool) -> list[Any]:
 
     if show_all:
         return ctx.ledger.runs()
-    recent = ctx.ledger.runs(since=now() - timedelta(days=7), limit=20)
-    return recent or ctx.ledger.runs(limit=5)
+    recent = ctx.ledger.runs(since=now() - timedelta(days=7), limit=20) or ctx.ledger.runs(limit=5)
+    shown = {r.run_id for r in recent}
+    older = [ctx.ledger.run(i) for i in ctx.ledger.active_run_ids() if i not in shown]
+    return sorted([*recent, *older], key=lambda r: -r.run_id)
 
 
 @main.command(context_settings=CONTEXT)
@@ -294,7 +296,7 @@ def errors(what: str, as_json: bool) -> None:
         selected = ctx.ledger.runs(table_name=cls().full_table_name)
 
     def log_path(run: Any, chunk: Any) -> Path:
-        return executors.get(run.executor).log_paths(run, chunk)[1]
+        return executors.of(run.executor).log_paths(run, chunk)[1]
 
     groups = st.error_groups(ctx.ledger, selected, log_path=log_path)
     if as_json:
@@ -325,7 +327,7 @@ def logs(run_id: int, chunk: int | None, show_stderr: bool) -> None:
         record = next((c for c in chunks if c.chunk == chunk), None)
     if record is None:
         raise UsageError(f"Run {run_id} has no chunk {chunk}", f"See djhpc status {run_id}")
-    out, err = executors.get(run.executor).log_paths(run, record)
+    out, err = executors.of(run.executor).log_paths(run, record)
     path = err if show_stderr else out
     if not path.exists():
         raise UsageError(f"No log yet at {path}",

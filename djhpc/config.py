@@ -135,7 +135,10 @@ def coerce(name: str, value: Any, where: str) -> Any:
         return [str(item) for item in value]
     if kind == "dict":
         if isinstance(value, str):
-            value = yaml.safe_load(value) or {}
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError:
+                raise bad from None
         if not isinstance(value, dict):
             raise bad
         return value

@@ -16,7 +16,6 @@ never travel through Python when a run is planned.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
@@ -24,7 +23,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,7 +39,6 @@ KEY_RUN, KEY_SEQ = "djhpc_run", "djhpc_seq"
 QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, LOST, CANCELLED = (
     "queued", "running", "done", "failed", "interrupted", "lost", "cancelled")
 ACTIVE_STATES = (QUEUED, RUNNING)
-FINAL_STATES = (DONE, FAILED, INTERRUPTED, LOST, CANCELLED)
 
 
 def now() -> datetime:
@@ -94,7 +92,6 @@ class ChunkRecord:
     n_done: int = 0
     n_error: int = 0
     requeues: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def keys(self) -> int:
@@ -321,13 +318,19 @@ class Ledger:
         stay as they were, for the history.
         """
         d = self.d
-        latest = self.chunks(run.run_id, run.attempts)
-        if not latest:
-            return []
-        lo, hi = min(c.lo for c in latest), max(c.hi for c in latest)
         cols = ", ".join(d.q(a) for a in run.key_attrs)
         kcols = ", ".join(f"k.{d.q(a)}" for a in run.key_attrs)
         on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
+        with self._planning_lock(run.table_name):
+            held = ""
+            if self.has_active_chunks(run.keys_table):
+                in_held = d.row_in(run.key_attrs,
+                                   self.active_keys_sql(run.keys_table, run.key_attrs), "k")
+                held = f" AND NOT {in_held}"
+            return self._repend(run, attempt, plan, cols, kcols, on, held)
+
+    def _repend(self, run: RunRecord, attempt: int, plan: Any, cols: str, kcols: str, on: str,
+                held: str) -> list[ChunkRecord]:
         conn = self.conn
         conn.start_transaction()
         try:
@@ -337,10 +340,10 @@ class Ledger:
             n = self.sql(
                 f"INSERT INTO {self.t(run.keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
                 f"SELECT %s, %s + ROW_NUMBER() OVER (ORDER BY {kcols}) - 1, {kcols} "
-                f"FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s "
-                f"AND k.{KEY_SEQ} < %s AND NOT EXISTS "
-                f"(SELECT 1 FROM {run.table_name} AS t WHERE {on})",
-                (run.run_id, int(base), run.run_id, lo, hi)).rowcount
+                f"FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} < %s "
+                f"AND NOT EXISTS (SELECT 1 FROM {run.table_name} AS t WHERE {on}){held}",
+                # The first attempt's numbers 0..n-1 hold every key of the run.
+                (run.run_id, int(base), run.run_id, run.n_keys)).rowcount
             if n <= 0:
                 conn.cancel_transaction()
                 return []
@@ -382,6 +385,14 @@ class Ledger:
             raise UsageError(f"No run {run_id} in ledger {self.schema}",
                              "See `djhpc status --all` for your runs")
         return _run_record(row)
+
+    def active_run_ids(self) -> list[int]:
+        """Runs with a queued or running chunk, however old."""
+        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
+        rows = self.sql(f"SELECT DISTINCT c.run_id FROM {self.t('chunk')} AS c JOIN "
+                        f"{self.t('run')} AS r ON r.run_id = c.run_id WHERE c.state IN "
+                        f"({states}) AND r.state = 'active'").fetchall()
+        return [int(r[0]) for r in rows]
 
     def runs(self, *, table_name: str | None = None, since: datetime | None = None,
              limit: int | None = None) -> list[RunRecord]:
@@ -504,10 +515,12 @@ class Ledger:
         ordered = sorted(chunks, key=lambda c: c.lo)
         # The chunks of a run's attempts are adjacent ranges of key numbers.
         bucket = d.bucket(f"k.{KEY_SEQ}", [c.lo for c in ordered])
+        # EXISTS, not a join: a table whose key extends the key_source's has
+        # several rows per key, and a key is done once.
         rows = self.sql(
             f"SELECT {bucket} AS b, COUNT(*) FROM {self.t(run.keys_table)} AS k "
-            f"JOIN {run.table_name} AS t ON {on} WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s "
-            f"AND k.{KEY_SEQ} < %s GROUP BY 1",
+            f"WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s AND k.{KEY_SEQ} < %s "
+            f"AND EXISTS (SELECT 1 FROM {run.table_name} AS t WHERE {on}) GROUP BY 1",
             (run.run_id, ordered[0].lo, max(c.hi for c in ordered))).fetchall()
         return {ordered[int(b) - 1].chunk: int(n) for b, n in rows if b}
 
@@ -519,7 +532,3 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
     values["settings"] = json.loads(values["settings"])
     return RunRecord(**values)
 
-
-def identity() -> tuple[str, str]:
-    """(user, host) of this process, for the run's record."""
-    return getpass.getuser(), socket.gethostname()

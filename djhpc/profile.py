@@ -87,10 +87,16 @@ def load_rules(name: str | None, project_dir: Path | None = None) -> Rules:
     path = find_profile(name, project_dir)
     data = read_yaml(path)
     max_time = data.get("max_time")
+    partitions = data.get("partitions") or ()
+    try:
+        max_time_s = parse_duration(str(max_time)) if max_time else None
+    except ValueError:
+        raise UsageError(f"{path}: max_time {max_time!r} is not a walltime",
+                         "Write it like 7-00:00:00") from None
     return Rules(
         account_required=bool(data.get("account_required", False)),
-        max_time_s=parse_duration(str(max_time)) if max_time else None,
-        partitions=tuple(data.get("partitions") or ()),
+        max_time_s=max_time_s,
+        partitions=(partitions,) if isinstance(partitions, str) else tuple(partitions),
     )
 
 

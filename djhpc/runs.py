@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,20 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
             "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
             "that table, so its runs are safe")
     pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
-    max_array = settings.max_array_size
-    if executor == "slurm" and max_array is None:
-        try:
-            max_array = slurm.max_array_size(slurm.show_config())
-        except slurm.SlurmError as error:
-            raise UsageError(f"Slurm does not answer: {error}",
-                             "Check that Slurm runs here (sinfo), or use --executor local") from None
     return Prepared(target, cls, table, list(restrictions), pending_sql,
-                    dj.key_attributes(table), executor, resources, max_array, warnings)
+                    dj.key_attributes(table), executor, resources,
+                    _max_array_size(settings, executor), warnings)
+
+
+def _max_array_size(settings: Settings, executor: str) -> int | None:
+    """Tasks per Slurm array: the setting, else what the cluster allows."""
+    if executor != "slurm" or settings.max_array_size is not None:
+        return settings.max_array_size
+    try:
+        return slurm.max_array_size(slurm.show_config())
+    except slurm.SlurmError as error:
+        raise UsageError(f"Slurm does not answer: {error}",
+                         "Check that Slurm runs here (sinfo), or use --executor local") from None
 
 
 def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
@@ -222,7 +228,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
     ledger = ctx.ledger
     base_dir = Path(s.run_dir).expanduser()
     run_settings = {
-        "restrictions": prepared.restrictions, "resources": prepared.resources.describe(),
+        "restrictions": prepared.restrictions, "resources": asdict(prepared.resources),
         "max_parallel": s.max_parallel, "profile": s.profile, "requeue": s.requeue,
         "signal_delay": s.signal_delay, "python": s.python,
         "max_array_size": prepared.max_array_size,
@@ -278,10 +284,14 @@ def status_of(ctx: Context, run_id: int) -> RunReport:
     return reports(ctx.ledger, [ctx.ledger.run(run_id)])[0]
 
 
-def wait(ctx: Context, run_id: int, poll: float = 2.0,
+def wait(ctx: Context, run_id: int, poll: float = 2.0, max_poll: float = 30.0,
          on_update: Callable[[RunReport], None] | None = None,
          timeout: float | None = None) -> RunReport:
-    """Block until the run ends; polls the ledger and Slurm, never submitit's results."""
+    """Block until the run ends; polls the ledger and Slurm, never submitit's results.
+
+    The pause grows from `poll` to `max_poll`: short runs end promptly, long
+    ones don't ask the cluster's accounting every two seconds for hours.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         current = status_of(ctx, run_id)
@@ -292,19 +302,25 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0,
         if deadline is not None and time.monotonic() > deadline:
             return current
         time.sleep(poll)
+        poll = min(max_poll, poll * 1.2)
 
 
 def cancel(ctx: Context, run_id: int) -> RunReport:
     """Stop every task of the run and mark it cancelled; no key stays reserved."""
     ledger = ctx.ledger
     run = ledger.run(run_id)
-    chunks = ledger.chunks(run_id)
-    active = [c for c in chunks if c.state in ACTIVE_STATES]
+    before = status_of(ctx, run_id)
+    if before.final:
+        return before  # nothing runs: a finished run keeps its state
+    if run.executor == "local" and run.host != socket.gethostname():
+        raise UsageError(f"Run {run_id}'s processes run on {run.host}",
+                         f"Cancel it there: djhpc cancel {run_id}")
+    active = [c for c in ledger.chunks(run_id) if c.state in ACTIVE_STATES]
     # The ledger first, so that no task requeues itself or claims a chunk once
     # it is told to stop; a running task still rolls back its current key.
     ledger.set_run(run_id, state=CANCELLED, finished=now())
     ledger.set_chunk_states(run_id, [c.chunk for c in active], CANCELLED)
-    executors.get(run.executor).cancel(run, active)
+    executors.of(run.executor).cancel(run, active)
     return status_of(ctx, run_id)
 
 
@@ -321,16 +337,14 @@ def retry(ctx: Context, run_id: int) -> Submission:
         raise UsageError(f"{len(stopping)} tasks of run {run_id} are still stopping",
                          "Try again in a minute (djhpc status shows them)")
     settings = ctx.settings
+    if "max_parallel" not in settings.pinned and run.settings.get("max_parallel"):
+        ctx.settings = settings = settings.replace(max_parallel=run.settings["max_parallel"])
     target = targets.Target.from_ref(run.target, run.paths)
     cls = target.load()
+    executor = run.executor if settings.executor == "auto" else executors.choose(settings.executor)
     prepared = Prepared(target, cls, cls(), run.settings.get("restrictions", []), "",
-                        run.key_attrs, run.executor if settings.executor == "auto"
-                        else executors.choose(settings.executor),
-                        profile.resources(settings, cls.__name__,
-                                          profile.load_rules(settings.profile, ctx.project_dir)),
-                        run.settings.get("max_array_size"), [])
-    if prepared.executor == "slurm" and prepared.max_array_size is None:
-        prepared.max_array_size = slurm.max_array_size(slurm.show_config())
+                        run.key_attrs, executor, _retry_resources(run, settings), None, [])
+    prepared.max_array_size = _max_array_size(settings, executor)
     attempt = run.attempts + 1
     chunks = ledger.repend(run, attempt, _plan(ctx, prepared))
     base = Submission(run_id, run.target, run.table_name, 0, 0, [], prepared.executor, [],
@@ -352,6 +366,22 @@ def retry(ctx: Context, run_id: int) -> Submission:
     base.jobs = slurm_jobs(jobs)
     base.arrays = len(plan.arrays(plan_chunks, prepared.max_array_size))
     return base
+
+
+def _retry_resources(run: RunRecord, settings: Settings) -> profile.Resources:
+    """The run's own resources, with what this retry's flags (or env) change."""
+    stored = run.settings.get("resources")
+    if not isinstance(stored, dict):  # a run recorded before resources were kept
+        return profile.resources(settings)
+    res = profile.Resources(**{**stored, "setup": tuple(stored.get("setup") or ())})
+    changed = {k: getattr(settings, k) for k in profile.RESOURCE_KEYS if k in settings.pinned}
+    if not changed:
+        return res
+    merged = {"partition": res.partition, "account": res.account, "qos": res.qos,
+              "time": profile.format_duration(res.time_s),
+              "mem": f"{res.mem_mb}M", "cpus": res.cpus, "gpus": res.gpus,
+              "setup": list(res.setup), "slurm": res.extra, **changed}
+    return profile.resources(settings.replace(**merged, tables={}))
 
 
 # Task states of a task that may still make keys.

@@ -449,12 +449,14 @@ def query(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     live, accounted = squeue(ids), sacct(ids)
     merged = dict(accounted)
     for task_id, info in live.items():
-        # sacct lags squeue by seconds, so it wins only once it has a final state;
-        # squeue alone also covers clusters without accounting.
+        # squeue lists only pending and running tasks, and sacct lags: for a
+        # requeued task it still shows the old run's final state. So squeue wins
+        # whenever it lists a task, except a running one sacct already saw end
+        # (it is completing). squeue alone also covers clusters without accounting.
         done = accounted.get(task_id)
         if done is None:
             merged[task_id] = info
-        elif not done.state.final:
+        elif not (done.state.final and info.state is TaskState.RUNNING):
             # squeue's %m is per CPU for --mem-per-cpu jobs; sacct's ReqMem is the total.
             merged[task_id] = dataclasses.replace(info, req_mem_mb=done.req_mem_mb)
     return merged

@@ -127,16 +127,21 @@ def _iso(value: datetime | None) -> str | None:
 # --- liveness ----------------------------------------------------------------
 
 
-def slurm_tasks(chunks: Iterable[ChunkRecord]) -> dict[str, TaskInfo]:
-    """Slurm's view of every task of these chunks: one squeue and one sacct call."""
+def slurm_tasks(chunks: Iterable[ChunkRecord]) -> dict[str, TaskInfo] | None:
+    """Slurm's view of every task of these chunks: one squeue and one sacct call.
+
+    None when Slurm could not be asked (then only the ledger speaks).
+    """
     ids = sorted({c.job_id.split("_")[0] for c in chunks
                   if c.job_id and not c.job_id.startswith("local-")})
-    if not ids or not slurm.available():
+    if not ids:
         return {}
+    if not slurm.available():
+        return None
     try:
         return slurm.query(ids)
     except slurm.SlurmError:
-        return {}  # Slurm unreachable: show what the ledger knows
+        return None
 
 
 def live_connections(ledger: Ledger) -> set[int] | None:
@@ -146,16 +151,22 @@ def live_connections(ledger: Ledger) -> set[int] | None:
         return None
 
 
-def lost_reason(chunk: ChunkRecord, task: TaskInfo | None, connections: set[int] | None,
-                stamp: datetime) -> str | None:
+def lost_reason(run: RunRecord, chunk: ChunkRecord, tasks: dict[str, TaskInfo] | None,
+                connections: set[int] | None, stamp: datetime) -> str | None:
     """Why an active chunk's task can no longer finish it; None while it can."""
     if chunk.state not in ACTIVE_STATES:
         return None
     job = chunk.job_id or ""
+    task = (tasks or {}).get(job)
     if task is not None:
         # A queued chunk whose task is pending again after a requeue is fine.
         return f"Task {job} ended ({task.raw_state})" if task.state.final else None
-    here = chunk.host == socket.gethostname()
+    old = stamp - run.created > SILENCE
+    if not job and run.executor != "debug" and old:
+        return "The task was never submitted (the submitting command was stopped)"
+    if job[:1].isdigit() and tasks is not None and old and chunk.state == QUEUED:
+        return f"Slurm no longer knows task {job}"
+    here = (chunk.host or run.host) == socket.gethostname()
     if job.startswith("local-") and chunk.state == QUEUED and here:
         return None if alive(int(job.split("-", 1)[1])) else "The local runner is gone"
     if chunk.state == RUNNING:
@@ -169,13 +180,14 @@ def lost_reason(chunk: ChunkRecord, task: TaskInfo | None, connections: set[int]
 
 
 def reconcile(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
-              tasks: dict[str, TaskInfo], connections: set[int] | None) -> list[ChunkRecord]:
+              tasks: dict[str, TaskInfo] | None,
+              connections: set[int] | None) -> list[ChunkRecord]:
     """Mark chunks whose task is gone as lost, with the reason in the error history."""
     if run.cancelled:
         return chunks
     stamp = now()
     for c in chunks:
-        reason = lost_reason(c, tasks.get(c.job_id or ""), connections, stamp)
+        reason = lost_reason(run, c, tasks, connections, stamp)
         if reason and ledger.set_chunk_states(run.run_id, [c.chunk], LOST, only_from=(c.state,)):
             ledger.add_errors(run.run_id, c.attempt, c.chunk,
                               [({}, f"{reason} before finishing its chunk: "
@@ -202,8 +214,9 @@ def run_state(run: RunRecord, latest: Sequence[ChunkRecord], keys: KeyCounts) ->
 
 
 def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
-           tasks: dict[str, TaskInfo], connections: set[int] | None) -> RunReport:
-    chunks = reconcile(ledger, run, chunks, tasks, connections)
+           known: dict[str, TaskInfo] | None, connections: set[int] | None) -> RunReport:
+    chunks = reconcile(ledger, run, chunks, known, connections)
+    tasks = known or {}
     latest = [c for c in chunks if c.attempt == run.attempts]
     first = [c for c in chunks if c.attempt == 1]
     done_first = ledger.done_by_chunk(run, first)

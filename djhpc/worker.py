@@ -55,6 +55,9 @@ class ChunkTask:
     workdir: str
     signal_delay: int = 120
     max_requeues: int = 3
+    # Whether this is a Slurm task of ours: a local run started inside an
+    # allocation (salloc) sees SLURM_* too, but must not act on it.
+    slurm: bool = False
 
     def __call__(self) -> dict[str, Any]:
         return run_chunk(self)
@@ -126,7 +129,7 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
     conn = dj.connection()
     ledger = Ledger(conn, task.ledger_schema)
     run = ledger.run(task.run_id)
-    host, job_id = socket.gethostname(), slurm_job_id()
+    host, job_id = socket.gethostname(), slurm_job_id() if task.slurm else None
     connection_id = int(dj.query(conn, f"SELECT {ledger.d.connection_id}").fetchone()[0])
     if not ledger.claim(task.run_id, task.chunk, job_id=job_id, host=host, pid=os.getpid(),
                         connection_id=connection_id):

@@ -20,7 +20,8 @@ run() {  # run LABEL VENV BACKEND-ENV... -- PYTEST-ARGS...
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
   echo "==> $label"
-  env "${envs[@]}" "$venv/bin/python" -m pytest -q "$@"
+  # Three workers: the real tier mostly waits on Slurm, sleeps and the database.
+  env "${envs[@]}" "$venv/bin/python" -m pytest -q -n 3 "$@"
 }
 
 run "unit tests + real tier: DataJoint 2.x, MariaDB" .venv \

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from djhpc.errors import UsageError
 from djhpc.ledger import ChunkRecord, RunRecord
 from djhpc.profile import Resources, warning_delay
+
+# By name: the submodule executors.slurm would shadow `djhpc.slurm` here.
 from djhpc.slurm import available as slurm_available
 from djhpc.worker import ChunkTask
 
@@ -34,11 +36,11 @@ class Launch:
     python: str | None = None
     signal_delay: int = 120
     max_requeues: int = 3
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def task(self, chunk: ChunkRecord) -> ChunkTask:
         return ChunkTask(self.ledger_schema, self.run.run_id, chunk.chunk, self.run.workdir,
-                         warning_delay(self.resources, self.signal_delay), self.max_requeues)
+                         warning_delay(self.resources, self.signal_delay), self.max_requeues,
+                         slurm=self.run.executor == "slurm")
 
 
 class Executor(Protocol):
@@ -57,9 +59,6 @@ class Executor(Protocol):
         """(stdout, stderr) of the chunk's task."""
 
 
-# (djhpc.slurm is imported by name: the submodule executors.slurm would shadow it here.)
-
-
 def choose(name: str) -> str:
     """The executor `name` stands for; `auto` is slurm where sbatch is on PATH."""
     if name not in NAMES:
@@ -73,7 +72,12 @@ def choose(name: str) -> str:
 
 
 def get(name: str) -> Executor:
-    name = choose(name)
+    """The executor for a new submission (checked: `slurm` needs sbatch)."""
+    return of(choose(name))
+
+
+def of(name: str) -> Executor:
+    """The executor a run was recorded with, for its logs, status and cancel."""
     if name == "slurm":
         from djhpc.executors.slurm import SlurmExecutor
 

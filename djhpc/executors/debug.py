@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from djhpc import dj
+from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import CANCELLED, INTERRUPTED, QUEUED, ChunkRecord, Ledger, RunRecord
 from djhpc.worker import run_chunk
+
+log = logging.getLogger(__name__)
 
 
 class DebugExecutor:
@@ -18,9 +22,17 @@ class DebugExecutor:
         return f"{len(launch.chunks)} chunks, one after another, in this process"
 
     def submit(self, launch: Launch) -> dict[int, str]:
+        # The run is recorded and started by now: whatever happens in a chunk
+        # is that chunk's outcome (the worker records it), not a failed submit.
         for n, chunk in enumerate(launch.chunks):
-            outcome = run_chunk(launch.task(chunk))
-            if outcome["state"] == INTERRUPTED:  # Ctrl-C: the rest is not started
+            try:
+                stopped = run_chunk(launch.task(chunk))["state"] == INTERRUPTED
+            except KeyboardInterrupt:
+                stopped = True
+            except Exception:
+                log.exception("Chunk %s failed; going on with the next", chunk.chunk)
+                stopped = False
+            if stopped:  # Ctrl-C: the rest is not started
                 ledger = Ledger(dj.connection(), launch.ledger_schema)
                 rest = [c.chunk for c in launch.chunks[n + 1 :]]
                 ledger.set_chunk_states(launch.run.run_id, rest, CANCELLED, only_from=(QUEUED,))
@@ -31,5 +43,5 @@ class DebugExecutor:
         """Nothing runs once `submit` has returned."""
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:
-        folder = Path(run.run_dir)
-        return folder / "debug.out", folder / "debug.err"
+        raise UsageError(f"Run {run.run_id} ran in-process (debug): its output went to the "
+                         "terminal", "Errors and tracebacks are in: djhpc errors " + str(run.run_id))
