@@ -150,11 +150,6 @@ class Dialect:
             return f"width_bucket({expr}, ARRAY[{listed}]::bigint[])"
         return f"INTERVAL({expr}, {listed})"
 
-    def row_in(self, columns: Sequence[str], subquery: str, alias: str = "") -> str:
-        """`(a, b) IN (subquery)`, the columns qualified by `alias` if given."""
-        prefix = f"{alias}." if alias else ""
-        cols = ", ".join(prefix + self.q(c) for c in columns)
-        return f"({cols}) IN ({subquery})"
 
 
 def connection() -> Any:

@@ -209,14 +209,18 @@ class Ledger:
         self.sql(f"ALTER TABLE {self.t(name)} ADD PRIMARY KEY ({KEY_RUN}, {KEY_SEQ})")
         self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols})")
 
-    def active_keys_sql(self, keys_table: str, key_attrs: Sequence[str]) -> str:
-        """Keys held by a queued or running chunk of any run (for exclusion)."""
-        cols = ", ".join(f"k.{self.d.q(a)}" for a in key_attrs)
+    def held(self, keys_table: str, key_attrs: Sequence[str], outer: str) -> str:
+        """SQL: the key of row `outer` is held by a queued or running chunk of a live run.
+
+        Correlated on the key columns, so the server probes the keys table's
+        index once per key instead of joining every held key to every chunk.
+        """
+        on = " AND ".join(f"h.{self.d.q(a)} = {outer}.{self.d.q(a)}" for a in key_attrs)
         states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
-        return (f"SELECT {cols} FROM {self.t(keys_table)} AS k JOIN {self.t('chunk')} AS c "
-                f"ON c.run_id = k.{KEY_RUN} AND k.{KEY_SEQ} >= c.lo AND k.{KEY_SEQ} < c.hi "
-                f"JOIN {self.t('run')} AS r ON r.run_id = c.run_id "
-                f"WHERE c.state IN ({states}) AND r.state <> '{CANCELLED}'")
+        return (f"EXISTS (SELECT 1 FROM {self.t(keys_table)} AS h JOIN {self.t('chunk')} AS hc "
+                f"ON hc.run_id = h.{KEY_RUN} AND h.{KEY_SEQ} >= hc.lo AND h.{KEY_SEQ} < hc.hi "
+                f"JOIN {self.t('run')} AS hr ON hr.run_id = hc.run_id "
+                f"WHERE {on} AND hc.state IN ({states}) AND hr.state <> '{CANCELLED}')")
 
     # --- runs ----------------------------------------------------------------
 
@@ -241,7 +245,7 @@ class Ledger:
         with self._planning_lock(table_name):
             held, n_held = "", 0
             if self.has_active_chunks(keys_table):
-                held_sql = d.row_in(key_attrs, self.active_keys_sql(keys_table, key_attrs), "q")
+                held_sql = self.held(keys_table, key_attrs, "q")
                 n_held = int(self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q "
                                       f"WHERE {held_sql}").fetchone()[0])
                 held = f" WHERE NOT {held_sql}"
@@ -324,9 +328,7 @@ class Ledger:
         with self._planning_lock(run.table_name):
             held = ""
             if self.has_active_chunks(run.keys_table):
-                in_held = d.row_in(run.key_attrs,
-                                   self.active_keys_sql(run.keys_table, run.key_attrs), "k")
-                held = f" AND NOT {in_held}"
+                held = f" AND NOT {self.held(run.keys_table, run.key_attrs, 'k')}"
             return self._repend(run, attempt, plan, cols, kcols, on, held)
 
     def _repend(self, run: RunRecord, attempt: int, plan: Any, cols: str, kcols: str, on: str,

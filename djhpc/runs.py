@@ -169,8 +169,7 @@ def count_pending(ctx: Context, prepared: Prepared) -> tuple[int, int]:
     held = "0"
     # No ledger, or no active run on this table (the usual case): nothing is held.
     if ledger.exists() and ledger.has_table(keys_table) and ledger.has_active_chunks(keys_table):
-        in_held = ledger.d.row_in(prepared.key_attrs,
-                                  ledger.active_keys_sql(keys_table, prepared.key_attrs), "q")
+        in_held = ledger.held(keys_table, prepared.key_attrs, "q")
         held = f"COALESCE(SUM(CASE WHEN {in_held} THEN 1 ELSE 0 END), 0)"
     total, n_held = dj.query(
         ctx.conn, f"SELECT COUNT(*), {held} FROM ({prepared.pending_sql}) AS q").fetchone()

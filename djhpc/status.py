@@ -25,6 +25,7 @@ from djhpc.ledger import (
     CANCELLED,
     DONE,
     FAILED,
+    INTERRUPTED,
     LOST,
     QUEUED,
     RUNNING,
@@ -45,7 +46,7 @@ SILENCE = timedelta(seconds=max(60.0, 6 * FLUSH_SECONDS))
 # Ledger chunk states as task states, where no scheduler knows better.
 _LOCAL_TASK_STATE = {QUEUED: TaskState.PENDING, RUNNING: TaskState.RUNNING,
                      DONE: TaskState.COMPLETED, FAILED: TaskState.COMPLETED,
-                     "interrupted": TaskState.CANCELLED, LOST: TaskState.FAILED,
+                     INTERRUPTED: TaskState.CANCELLED, LOST: TaskState.FAILED,
                      CANCELLED: TaskState.CANCELLED}
 
 
@@ -200,6 +201,26 @@ def reconcile(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
 # --- the report ---------------------------------------------------------------
 
 
+# States a task's last report leaves behind, with the count of its keys that
+# were in the table then, read from the database (see worker).
+COUNTED_STATES = (DONE, FAILED, INTERRUPTED)
+
+
+def done_counts(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord]) -> dict[int, int]:
+    """Keys of each chunk in the table: counted now, or when the chunk's task ended.
+
+    A finished chunk of a single attempt keeps the count its task took from
+    the database as it ended, so a big finished run needs no million-row count
+    on every refresh. After a retry, the first attempt's keys may have been made
+    by a later one, so its chunks are counted afresh, as are active and lost ones.
+    """
+    if run.attempts != 1:
+        return ledger.done_by_chunk(run, chunks)
+    kept = {c.chunk: c.n_done for c in chunks if c.state in COUNTED_STATES and c.attempt == 1}
+    fresh = [c for c in chunks if c.chunk not in kept]
+    return {**kept, **ledger.done_by_chunk(run, fresh)}
+
+
 def run_state(run: RunRecord, latest: Sequence[ChunkRecord], keys: KeyCounts) -> str:
     if run.cancelled:
         return "cancelled"
@@ -219,8 +240,8 @@ def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
     tasks = known or {}
     latest = [c for c in chunks if c.attempt == run.attempts]
     first = [c for c in chunks if c.attempt == 1]
-    done_first = ledger.done_by_chunk(run, first)
-    done_latest = done_first if run.attempts == 1 else ledger.done_by_chunk(run, latest)
+    done_first = done_counts(ledger, run, first)
+    done_latest = done_first if run.attempts == 1 else done_counts(ledger, run, latest)
 
     keys = KeyCounts(total=run.n_keys, done=sum(done_first.values()))
     keys.remaining = keys.total - keys.done

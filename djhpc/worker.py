@@ -172,7 +172,9 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
     def flush(state: str | None = None, requeue: bool = False) -> None:
         ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk, pending_errors, job_id, host)
         pending_errors.clear()
-        ledger.report(run.run_id, chunk.chunk, n_done=outcome.done, n_error=outcome.errors,
+        # The last report counts from the database, so status can trust it later.
+        done = ledger.done_by_chunk(run, [chunk]).get(chunk.chunk, 0) if state else outcome.done
+        ledger.report(run.run_id, chunk.chunk, n_done=done, n_error=outcome.errors,
                       state=state, requeue=requeue)
 
     with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:

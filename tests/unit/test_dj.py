@@ -11,7 +11,8 @@ def test_dialects_quote_their_own_way() -> None:
     mysql, pg = dj.Dialect("mysql"), dj.Dialect("postgresql")
     assert mysql.table("s", "t") == "`s`.`t`"
     assert pg.table("s", "t") == '"s"."t"'
-    assert mysql.row_in(["a", "b"], "SELECT 1") == "(`a`, `b`) IN (SELECT 1)"
+    assert mysql.bucket("x", [0, 10, 20]) == "INTERVAL(x, 0, 10, 20)"
+    assert pg.bucket("x", [0, 10]) == "width_bucket(x, ARRAY[0, 10]::bigint[])"
     assert "SERIAL" in pg.serial_pk and "AUTO_INCREMENT" in mysql.serial_pk
 
 
