@@ -10,6 +10,7 @@ shadow the package's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,20 +158,9 @@ def resources(settings: Settings, table: str | None = None, rules: Rules | None 
         check_keys(override, f"tables: {table}", allowed=RESOURCE_KEYS)
         values.update({k: coerce(k, v, f"tables: {table}") for k, v in override.items()
                        if k not in settings.pinned})
-    try:
-        time_s = parse_duration(str(values["time"]))
-        if time_s <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"Invalid time {values['time']!r}",
-                         "Give a walltime like 30, 2:00:00 or 1-12:00:00 (D-HH:MM:SS)") from None
-    try:
-        mem_mb = parse_memory_mb(str(values["mem"]))
-        if mem_mb <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"Invalid memory {values['mem']!r}",
-                         "Give a size like 4G, 500M or 1.5T") from None
+    time_s = _positive(parse_duration, values["time"], "time",
+                       "Give a walltime like 30, 2:00:00 or 1-12:00:00 (D-HH:MM:SS)")
+    mem_mb = _positive(parse_memory_mb, values["mem"], "memory", "Give a size like 4G, 500M or 1.5T")
     extra = dict(values.get("slurm") or {})
     unknown = sorted(set(extra) - set(SUBMITIT_EXTRA))
     if unknown:
@@ -184,6 +174,17 @@ def resources(settings: Settings, table: str | None = None, rules: Rules | None 
     if rules is not None:
         check_rules(res, rules, settings.profile)
     return res
+
+
+def _positive(parse: Callable[[str], float], value: Any, what: str, todo: str) -> float:
+    """A parsed amount that must be above zero, or a UsageError naming it."""
+    try:
+        amount = parse(str(value))
+    except ValueError:
+        amount = 0.0
+    if amount <= 0:
+        raise UsageError(f"Invalid {what} {value!r}", todo)
+    return amount
 
 
 def check_rules(res: Resources, rules: Rules, profile: str | None) -> None:
