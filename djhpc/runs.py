@@ -279,21 +279,27 @@ def _start(ctx: Context, prepared: Prepared, run: RunRecord,
 # --- following a run -------------------------------------------------------------
 
 
-def status_of(ctx: Context, run_id: int) -> RunReport:
-    return reports(ctx.ledger, [ctx.ledger.run(run_id)])[0]
+def status_of(ctx: Context, run_id: int, ask_slurm: bool = True) -> RunReport:
+    return reports(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm)[0]
 
 
-def wait(ctx: Context, run_id: int, poll: float = 2.0, max_poll: float = 30.0,
+def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0,
          on_update: Callable[[RunReport], None] | None = None,
          timeout: float | None = None) -> RunReport:
-    """Block until the run ends; polls the ledger and Slurm, never submitit's results.
+    """Block until the run ends; polls the ledger, never submitit's results.
 
-    The pause grows from `poll` to `max_poll`: short runs end promptly, long
-    ones don't ask the cluster's accounting every two seconds for hours.
+    Tasks report their end to the ledger, so the ledger (cheap) is read every
+    `poll` seconds; Slurm (squeue + sacct, which weigh on a big cluster) only
+    every `slurm_every` seconds, to find tasks that died without reporting.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    asked = -slurm_every
     while True:
-        current = status_of(ctx, run_id)
+        ask = time.monotonic() - asked >= slurm_every
+        asked = time.monotonic() if ask else asked
+        current = status_of(ctx, run_id, ask_slurm=ask)
+        if current.final and not ask:
+            current = status_of(ctx, run_id)  # Slurm's word on cost for the final report
         if on_update:
             on_update(current)
         if current.final:
@@ -301,7 +307,6 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, max_poll: float = 30.0,
         if deadline is not None and time.monotonic() > deadline:
             return current
         time.sleep(poll)
-        poll = min(max_poll, poll * 1.2)
 
 
 def cancel(ctx: Context, run_id: int) -> RunReport:

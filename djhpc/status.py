@@ -328,10 +328,10 @@ def _hints(eff: Efficiency, state: str) -> list[str]:
     return hints
 
 
-def reports(ledger: Ledger, runs: Sequence[RunRecord]) -> list[RunReport]:
-    """Reports for several runs, with one Slurm query for all of them."""
+def reports(ledger: Ledger, runs: Sequence[RunRecord], ask_slurm: bool = True) -> list[RunReport]:
+    """Reports for several runs, with one Slurm query for all of them (if asked)."""
     chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
-    tasks = slurm_tasks(c for cs in chunks.values() for c in cs)
+    tasks = slurm_tasks(c for cs in chunks.values() for c in cs) if ask_slurm else None
     connections = live_connections(ledger) if any(
         c.state == RUNNING for cs in chunks.values() for c in cs) else None
     return [report(ledger, run, chunks[run.run_id], tasks, connections) for run in runs]
