@@ -167,10 +167,15 @@ class Target(dj.Computed):
 
 
 # With DJHPC_BENCH_TIMING set (a folder), every process that imports this module
-# notes when it started, when this import began and ended, and every make().
+# writes one file of timestamps: when the process started, when this import
+# began and ended, every make(), every progress write of djhpc's worker to its
+# ledger (Ledger.report, wrapped here), and the exit.
 _TIMING = None
 if os.environ.get("DJHPC_BENCH_TIMING"):
-    def _process_started() -> float:
+    import atexit
+    import functools
+
+    def _process_started():
         ticks = os.sysconf("SC_CLK_TCK")
         with open("/proc/self/stat") as stat:
             start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
@@ -178,10 +183,28 @@ if os.environ.get("DJHPC_BENCH_TIMING"):
             up = float(uptime.read().split()[0])
         return time.time() - (up - start_ticks / ticks)
 
-    _name = os.environ.get("SLURM_ARRAY_TASK_ID", "x") + f"-{{os.getpid()}}"
+    _name = "_".join(os.environ.get(v, "x") for v in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"))
+    _name += f"-{{os.getpid()}}"
     _TIMING = open(os.path.join(os.environ["DJHPC_BENCH_TIMING"], _name + ".txt"), "a", buffering=1)
     _TIMING.write(f"process {{_process_started():.6f}}\\n")
     _TIMING.write(f"import {{_IMPORT_STARTED:.6f}} {{time.time():.6f}}\\n")
+    atexit.register(lambda: _TIMING.write(f"exit {{time.time():.6f}}\\n"))
+    try:
+        from djhpc.ledger import Ledger as _Ledger
+
+        _report = _Ledger.report
+
+        @functools.wraps(_report)
+        def _timed_report(self, *args, **kwargs):
+            started = time.time()
+            try:
+                return _report(self, *args, **kwargs)
+            finally:
+                _TIMING.write(f"report {{started:.6f}} {{time.time():.6f}}\\n")
+
+        _Ledger.report = _timed_report
+    except ImportError:
+        pass
 '''
 
 
@@ -251,6 +274,41 @@ def reset_target(conn: Any, pipeline: Pipeline) -> None:
     sql(conn, f"DELETE FROM {pipeline.target_table}")
 
 
+def read_timings(folder: Path) -> list[dict[str, Any]]:
+    """What the generated module wrote with DJHPC_BENCH_TIMING: one dict per task process
+    (process start, import, makes, reports, exit; batch start when the Slurm setup noted it)."""
+    batches = {path.stem.removeprefix("batch-"): float(path.read_text().split()[1])
+               for path in folder.glob("batch-*.txt")}
+    tasks = []
+    for path in sorted(folder.glob("*.txt")):
+        if path.stem.startswith("batch-"):
+            continue
+        task: dict[str, Any] = {"name": path.stem, "makes": [], "reports": []}
+        job = path.stem.rsplit("-", 1)[0]
+        if job in batches:
+            task["batch"] = batches[job]
+        for line in path.read_text().splitlines():
+            kind, *values = line.split()
+            numbers = [float(v) for v in values]
+            if kind in ("process", "exit"):
+                task[kind] = numbers[0]
+            elif kind == "import":
+                task["import"] = numbers
+            elif kind == "make":
+                task["makes"].append(numbers)
+            elif kind == "report":
+                task["reports"].append(numbers)
+        if task["makes"]:
+            tasks.append(task)
+    return tasks
+
+
+# A `setup` line for djhpc's sbatch script (DJHPC_SETUP): notes when the batch
+# script started, before submitit's `srun` starts the task's Python.
+BATCH_STAMP = ('echo batch $(date +%s.%N) >> '
+               '"$DJHPC_BENCH_TIMING/batch-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt"')
+
+
 # --- timing -----------------------------------------------------------------------
 
 
@@ -275,6 +333,16 @@ def rotated(items: Sequence[Any], rep: int) -> list[Any]:
     return [*items[k:], *items[:k]]
 
 
+def process_started() -> float:
+    """When this process started (epoch seconds, 10 ms resolution), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat") as stat:
+        start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as uptime:
+        up = float(uptime.read().split()[0])
+    return time.time() - (up - start_ticks / ticks)
+
+
 # --- child processes --------------------------------------------------------------
 
 
@@ -289,10 +357,17 @@ class ChildResult:
 def child_env(**more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJHPC_", "DJ_"))}
     env.update(db_env())
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     env.update(more)
     return env
+
+
+class TimedOut(Exception):
+    """A child ran past its time limit and was killed."""
+
+    def __init__(self, argv: Sequence[str], seconds: float) -> None:
+        super().__init__(f"{' '.join(argv[:3])} ... killed after {seconds:.0f} s")
+        self.seconds = seconds
 
 
 def run_process(argv: Sequence[str], *, env: dict[str, str], cwd: Path,
@@ -300,26 +375,53 @@ def run_process(argv: Sequence[str], *, env: dict[str, str], cwd: Path,
     """Run a command; (returncode, stdout, stderr, wall seconds, peak RSS in MB).
 
     The peak RSS is the child's own (os.wait4), not that of its children or ours.
+    Past `timeout` the child is killed and TimedOut raised.
     """
+    import threading
+
     started = time.perf_counter()
     process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    out_chunks: list[str] = []
-    err_chunks: list[str] = []
-    # Read both pipes to the end without deadlock, then reap with wait4 for rusage.
-    import threading
-
-    readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
-               for s, b in ((process.stdout, out_chunks), (process.stderr, err_chunks))]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join(timeout)
-    _, status, usage = os.wait4(process.pid, 0)
+    try:
+        out_chunks: list[str] = []
+        err_chunks: list[str] = []
+        # Read both pipes to the end without deadlock, then reap with wait4 for rusage.
+        readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
+                   for s, b in ((process.stdout, out_chunks), (process.stderr, err_chunks))]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(max(0.0, started + timeout - time.perf_counter()))
+        timed_out = any(reader.is_alive() for reader in readers)
+        if timed_out:
+            process.kill()
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C): take the child down with us
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
+    if timed_out:
+        raise TimedOut(argv, wall)
     return (process.returncode, "".join(out_chunks), "".join(err_chunks), wall,
             usage.ru_maxrss / 1024)
+
+
+def kill_queries(schema: str) -> int:
+    """Stop the server's work on queries naming `schema` (ours: left by a killed child)."""
+    assert schema.startswith("djhpc_bench_")
+    conn = connect()
+    try:
+        ids = [r[0] for r in sql(conn, "SELECT id FROM information_schema.processlist "
+                                       "WHERE info LIKE %s AND id <> CONNECTION_ID()",
+                                 (f"%{schema}%",))]
+        for thread in ids:
+            sql(conn, f"KILL QUERY {int(thread)}")
+        return len(ids)
+    finally:
+        conn.close()
 
 
 def run_child(function: str, args: dict[str, Any], *, env: dict[str, str] | None = None,
@@ -413,24 +515,25 @@ def djhpc_context(ledger_schema: str, run_dir: Path, executor: str = "debug",
     return Context.open(settings, sources)
 
 
-def record_run(ctx: Any, prepared: Any, chunk_size: int | None = None) -> Any:
-    """Record a run of every pending key as `djhpc submit` does (no executor).
+def record_run(ctx: Any, prepared: Any, chunk_size: int | None = None) -> tuple[Any, int]:
+    """Record a run of the pending keys as `djhpc submit` does (no executor).
 
     `chunk_size` None: djhpc's default for a cluster run (about 100 tasks,
-    at most 1,000 keys each). Returns the RunRecord.
+    at most 1,000 keys each). Returns the RunRecord and the number of keys
+    left out because another active run holds them.
     """
     from djhpc import dj, plan
 
     def chunks(n: int) -> list[Any]:
         return plan.split(n, chunk_size or plan.chunk_size(n))
 
-    run, _held = ctx.ledger.record_run(
+    run, held = ctx.ledger.record_run(
         target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
         table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
-        executor=prepared.executor, settings={"restrictions": []},
+        executor=prepared.executor, settings={"restrictions": prepared.restrictions},
         run_dir=ctx.settings.run_dir, db_user=dj.db_user(ctx.conn),
         pending_sql=prepared.pending_sql, plan=chunks)
-    return run
+    return run, int(held)
 
 
 def clear_ledger(conn: Any, ledger_schema: str) -> None:

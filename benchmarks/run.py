@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     ROOT,
     Bench,
     Outcome,
@@ -56,10 +57,12 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(), "cpus": os.cpu_count(),
     }
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").open()
+        model = next(line.split(":", 1)[1].strip()
+                     for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
         info["cpu_model"] = model
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").open()
+        mem_kb = next(int(line.split()[1])
+                      for line in Path("/proc/meminfo").read_text().splitlines()
                       if line.startswith("MemTotal"))
         info["memory_gb"] = round(mem_kb / 1024**2, 1)
     except (OSError, StopIteration):
@@ -76,22 +79,58 @@ def machine() -> dict[str, Any]:
         info["slurm"] = out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         info["slurm"] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "djhpc"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        info["commit"] = commit + ("+dirty djhpc/" if dirty else "")
-    except OSError:
-        pass
     return info
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+
+
+def freeze_code(folder: Path, rev: str | None) -> str:
+    """Copy djhpc (and its profiles) to `folder` and put it first on every import path.
+
+    djhpc is installed editable and may be edited while the benchmarks run; a
+    copy taken now is what this process, its children and every Slurm task
+    (sbatch passes PYTHONPATH on) import. `rev`: a git revision instead of the
+    working tree. Returns which code it is: the commit, plus a hash of the
+    working tree's changes to djhpc/ when there are any.
+    """
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    folder.mkdir(parents=True)
+    if rev:
+        archive = subprocess.run(["git", "archive", rev, "djhpc", "slurm_templates"], cwd=ROOT,
+                                 capture_output=True, timeout=60, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        label = git("rev-parse", "--short", rev).strip()
+    else:
+        for name in ("djhpc", "slurm_templates"):
+            shutil.copytree(ROOT / name, folder / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        label = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "djhpc", "slurm_templates")
+        if diff:
+            label += f"+changes-{hashlib.md5(diff.encode()).hexdigest()[:8]}"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    sys.path.insert(0, str(folder))
+    import djhpc
+
+    assert Path(djhpc.__file__).is_relative_to(folder), djhpc.__file__
+    return label
 
 
 def table(outcomes: list[Outcome]) -> str:
     rows = [("target", "goal", "measured", "value", "limit", "result")]
     for outcome in outcomes:
         if not outcome.checks:
-            rows.append((outcome.name, "", outcome.details.get("error", "no result"), "", "",
+            error = str(outcome.details.get("error", "no result"))
+            rows.append((outcome.name, "", error[:120] + ("…" if len(error) > 120 else ""), "", "",
                          "ERROR"))
         for c in outcome.checks:
             sign = "≥" if c.higher_is_better else "≤"
@@ -109,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     parser.add_argument("--only", help="comma-separated targets, e.g. P1,P3")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--rev", help="benchmark this git revision of djhpc "
+                        "(default: the working tree, copied at the start)")
     parser.add_argument("--keep", action="store_true", help="keep schemas and scratch files")
     args = parser.parse_args(argv)
     selected = [s.strip().upper() for s in args.only.split(",")] if args.only else list(BENCHMARKS)
@@ -116,17 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
 
-    configure_env()
     prefix = new_prefix()
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    code = freeze_code(tmp / "code", args.rev)  # before anything imports djhpc
+    configure_env()
+    # SIGTERM runs the clean-up below too (schemas dropped, children stopped).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     bench = Bench(quick=args.quick, prefix=prefix, tmp=tmp, log=log)
-    log(f"benchmarks {', '.join(selected)}{' (quick)' if args.quick else ''}; schemas {prefix}_*;"
-        f" scratch {tmp}")
+    log(f"benchmarks {', '.join(selected)}{' (quick)' if args.quick else ''} of djhpc {code}; "
+        f"schemas {prefix}_*; scratch {tmp}")
     started = datetime.now(timezone.utc)
+    host = machine()
     outcomes: list[Outcome] = []
     try:
         for name in selected:
@@ -153,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv or sys.argv[1:])]),
-        "quick": args.quick, "machine": machine(),
+        "quick": args.quick, "machine": host,
+        "djhpc": code,
         "benchmarks": [o.as_dict() for o in outcomes],
         "all_passed": all(c.passed for o in outcomes for c in o.checks)
         and all(o.checks for o in outcomes),
