@@ -462,10 +462,11 @@ class Ledger:
         sets = f"n_done=%s, n_error=%s, heartbeat=%s, connection_id={self.d.connection_id}"
         args: list[Any] = [n_done, n_error, now()]
         if state:
+            # `finished` first: MySQL's later assignments see the new `state`.
             owned = f"state IN ('{RUNNING}', '{LOST}')"
-            sets += (f", state=CASE WHEN {owned} THEN %s ELSE state END"
-                     f", finished=CASE WHEN {owned} THEN %s ELSE finished END")
-            args += [state, None if state == QUEUED else now()]
+            sets += (f", finished=CASE WHEN {owned} THEN %s ELSE finished END"
+                     f", state=CASE WHEN {owned} THEN %s ELSE state END")
+            args += [None if state == QUEUED else now(), state]
         if requeue:
             sets += ", requeues=requeues+1"
         self.sql(f"UPDATE {self.t('chunk')} SET {sets} WHERE run_id=%s AND chunk=%s",

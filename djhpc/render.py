@@ -71,7 +71,8 @@ def submission(sub: Submission, dry_run: bool) -> str:
     lines = [f"{sub.target} → {sub.table}"]
     lines.append(f"  {sub.keys} pending keys in {len(sub.chunks)} chunks of {size_text} keys, "
                  f"executor {sub.executor}"
-                 + (f", {sub.arrays} Slurm arrays" if sub.executor == "slurm" else ""))
+                 + (f", {sub.arrays} Slurm array{'s' * (sub.arrays != 1)}"
+                    if sub.executor == "slurm" else ""))
     if sub.held:
         lines.append(f"  {sub.held} more keys are held by another active run and left out")
     lines.append(f"  resources per task: {sub.resources.describe()}")

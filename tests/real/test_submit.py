@@ -65,7 +65,7 @@ def test_slurm_executor_splits_into_several_arrays(project: Project) -> None:
 def test_wait_exits_0_when_every_key_is_done(project: Project) -> None:
     project.make_data("--sessions", "1", "--units", "10")  # 40 analysed keys
     out = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "3", "--wait")
-    assert out["status"]["state"] == "done"
+    assert out["status"]["state"] == "done" and out["status"]["finished"]
     assert out["status"]["keys"]["done"] == out["keys"] == 40
 
     again = project.djhpc("submit", "MyTable", "-e", "slurm", "--json")
