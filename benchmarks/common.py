@@ -458,7 +458,7 @@ class Check:
     def passed(self) -> bool:
         return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
 
@@ -471,9 +471,9 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "seconds": round(self.seconds, 1),
-                "checks": [c.as_dict() for c in self.checks], "details": self.details}
+                "checks": [c.to_json() for c in self.checks], "details": self.details}
 
 
 @dataclass
@@ -499,14 +499,14 @@ def dedent(text: str) -> str:
 
 def djhpc_context(ledger_schema: str, run_dir: Path, executor: str = "debug",
                   cwd: Path | None = None) -> Any:
-    """`djhpc.runs.Context` on DataJoint's shared connection, with this ledger.
+    """`djhpc.lifecycle.Context` on DataJoint's shared connection, with this ledger.
 
     No user or project configuration is read: XDG_CONFIG_HOME points at the
     (empty) run folder and settings are searched from `cwd`, a scratch folder.
     """
     from djhpc import dj
     from djhpc.config import load
-    from djhpc.runs import Context
+    from djhpc.lifecycle import Context
 
     os.environ["XDG_CONFIG_HOME"] = str(run_dir / "xdg")
     dj.quiet()
@@ -530,7 +530,7 @@ def record_run(ctx: Any, prepared: Any, chunk_size: int | None = None) -> tuple[
     run, held = ctx.ledger.record_run(
         target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
         table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
-        executor=prepared.executor, settings={"restrictions": prepared.restrictions},
+        executor=prepared.placement.executor, settings={"restrictions": prepared.restrictions},
         run_dir=ctx.settings.run_dir, db_user=dj.db_user(ctx.conn),
         pending_sql=prepared.pending_sql, plan=chunks)
     return run, int(held)

@@ -63,7 +63,7 @@ def run(bench: Bench) -> Outcome:
     n = 500 if bench.quick else 2000
     reps = 3 if bench.quick else 7
     configure_env()
-    from djhpc import runs, worker
+    from djhpc import lifecycle, worker
 
     folder = bench.tmp / "p1"
     pipeline = write_pipeline(folder, "djhpc_bench_p1", bench.schema("p1"))
@@ -72,7 +72,7 @@ def run(bench: Bench) -> Outcome:
     fill_source(conn, pipeline, n)
     ledger_schema = bench.schema("p1_ledger")
     ctx = djhpc_context(ledger_schema, folder / "runs")
-    prepared = runs.prepare(ctx, pipeline.target, [])
+    prepared = lifecycle.prepare(ctx, pipeline.target, [])
     table = module.Target()
     counter = Statements(table.connection)
 
@@ -86,7 +86,8 @@ def run(bench: Bench) -> Outcome:
         with stopwatch() as recorded:
             run_record, _ = record_run(ctx, prepared, chunk_size=n)  # one chunk of all keys
         record_s.append(recorded[0])
-        task = worker.ChunkTask(ledger_schema, run_record.run_id, 0, str(folder))
+        task = worker.ChunkTask(ledger_schema=ledger_schema, run_id=run_record.run_id, chunk=0,
+                                workdir=str(folder))
         cwd = os.getcwd()
         try:
             if profiler is not None:

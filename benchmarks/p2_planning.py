@@ -5,8 +5,8 @@ timed inside the child after the imports, alternating across repetitions:
 
 - `bare`: DataJoint's own pending-key query, `(key_source - Target.proj()).keys()`
   (what `populate()` runs first);
-- `dry_run`: `runs.prepare` + `runs.dry_run`, what `djhpc submit --dry-run` does;
-- `record`: `runs.prepare` + `Ledger.record_run` with djhpc's default cluster
+- `dry_run`: `lifecycle.prepare` + `lifecycle.dry_run`, what `djhpc submit --dry-run` does;
+- `record`: `lifecycle.prepare` + `Ledger.record_run` with djhpc's default cluster
   plan (about 100 tasks, ≤ 1,000 keys per chunk), what `djhpc submit` does
   before it hands the run to an executor.
 
@@ -81,22 +81,22 @@ def bare(path: str) -> dict[str, Any]:
 
 def _prepared(path: str, ledger: str, run_dir: str, executor: str,
               restrictions: list[str]) -> tuple[Any, Any, float]:
-    from djhpc import runs
+    from djhpc import lifecycle
 
     _load(path)
     ctx = djhpc_context(ledger, Path(run_dir), executor=executor)
     started = time.perf_counter()
-    prepared = runs.prepare(ctx, f"{path}:Target", restrictions)
+    prepared = lifecycle.prepare(ctx, f"{path}:Target", restrictions)
     return ctx, prepared, time.perf_counter() - started
 
 
 def dry_run(path: str, ledger: str, run_dir: str, executor: str,
             restrictions: list[str] | None = None) -> dict[str, Any]:
-    from djhpc import runs
+    from djhpc import lifecycle
 
     ctx, prepared, prepare_s = _prepared(path, ledger, run_dir, executor, restrictions or [])
     with stopwatch() as took:
-        submission = runs.dry_run(ctx, prepared)
+        submission = lifecycle.dry_run(ctx, prepared)
     return {"seconds": prepare_s + took[0], "prepare_s": prepare_s, "dry_run_s": took[0],
             "keys": submission.keys, "held": submission.held, "chunks": len(submission.chunks)}
 

@@ -7,7 +7,7 @@ their keys made, failed, queued) and every chunk a Slurm array task id.
 
 Slurm is replaced by fake `sbatch`/`squeue`/`sacct` on PATH that log every call
 and print canned output for all 1,000 tasks, so Slurm's own speed is left out
-and the calls can be counted. Timed in this process: `runs.status_of` and the
+and the calls can be counted. Timed in this process: `lifecycle.status_of` and the
 JSON the CLI prints, with the fake Slurm and with no Slurm at all; the real
 `djhpc status RUN --json` command runs too, for its wall time and its calls.
 The same refresh is also timed right after the run is recorded, when every
@@ -110,7 +110,7 @@ def run(bench: Bench) -> Outcome:
     n_chunks = 1000
     reps = 9  # cheap, and the median of more shrugs off the machine's hiccups
     configure_env()
-    from djhpc import runs
+    from djhpc import lifecycle
 
     folder = bench.tmp / "p3"
     pipeline = write_pipeline(folder, "djhpc_bench_p3", bench.schema("p3"))
@@ -119,7 +119,7 @@ def run(bench: Bench) -> Outcome:
     fill_source(conn, pipeline, n)
     ledger_schema = bench.schema("p3_ledger")
     ctx = djhpc_context(ledger_schema, folder / "runs", executor="local")
-    prepared = runs.prepare(ctx, pipeline.target, [])
+    prepared = lifecycle.prepare(ctx, pipeline.target, [])
     with stopwatch() as recorded:
         run_record, _ = record_run(ctx, prepared, chunk_size=n // n_chunks)
     run_id = run_record.run_id
@@ -128,7 +128,7 @@ def run(bench: Bench) -> Outcome:
     assert chunk_count == n_chunks, chunk_count
 
     def refresh() -> str:
-        return json.dumps(runs.status_of(ctx, run_id).to_json(), indent=2, default=str)
+        return json.dumps(lifecycle.status_of(ctx, run_id).to_json(), indent=2, default=str)
 
     # Right after submission: every chunk queued, nothing made (Slurm left out).
     empty_bin = folder / "empty-bin"

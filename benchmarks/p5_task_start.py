@@ -84,7 +84,7 @@ def task_start(ledger: str, run_id: int, chunk: int, workdir: str) -> dict[str, 
 
 def run(bench: Bench) -> Outcome:
     configure_env()
-    from djhpc import runs
+    from djhpc import lifecycle
 
     folder = bench.tmp / "p5"
     pipeline = write_pipeline(folder, "djhpc_bench_p5", bench.schema("p5"))
@@ -97,7 +97,7 @@ def run(bench: Bench) -> Outcome:
 
     # The parts, in plain processes: each claims a queued chunk of a recorded run.
     ctx = djhpc_context(ledger, folder / "runs", executor="local")
-    prepared = runs.prepare(ctx, pipeline.target, [])
+    prepared = lifecycle.prepare(ctx, pipeline.target, [])
     harness_run, _ = record_run(ctx, prepared, chunk_size=10)
     harness = []
     for chunk in range(TASKS):

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv or sys.argv[1:])]),
         "quick": args.quick, "machine": host,
         "djhpc": code,
-        "benchmarks": [o.as_dict() for o in outcomes],
+        "benchmarks": [o.to_json() for o in outcomes],
         "all_passed": all(c.passed for o in outcomes for c in o.checks)
         and all(o.checks for o in outcomes),
     }

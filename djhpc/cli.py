@@ -9,17 +9,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
 
-from djhpc import __version__, dj, render, runs
+from djhpc import __version__, dj, lifecycle, render
 from djhpc import doctor as doctor_checks
 from djhpc.config import load
 from djhpc.errors import DjhpcError, OutcomeError, UsageError
-from djhpc.runs import Context
-from djhpc.slurm import SlurmError
+from djhpc.executors.slurm_tools import SlurmError
+from djhpc.lifecycle import Context
+from djhpc.status import Overview, RunDetail, TableView
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -40,8 +41,6 @@ def _fail(error: BaseException, verbose: bool) -> None:
 
         traceback.print_exception(type(error), error, error.__traceback__)
     if isinstance(error, DjhpcError):
-        if _progress_open:
-            click.echo()  # end the progress line first
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(error.exit_code)
     if isinstance(error, SlurmError):
@@ -144,13 +143,13 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
     if options.get("chunk_size") and options.get("tasks"):
         raise UsageError("--chunk-size and --tasks both given", "Use one of them")
     ctx = _context(options, create=not dry_run, require=False)
-    prepared = runs.prepare(ctx, target, restrictions)
+    prepared = lifecycle.prepare(ctx, target, restrictions)
     if dry_run:
-        sub = runs.dry_run(ctx, prepared)
+        sub = lifecycle.dry_run(ctx, prepared)
         _emit(sub.to_json()) if as_json else click.echo(render.submission(sub, dry_run=True))
         return
     if not yes and not as_json and sys.stdin.isatty():
-        preview = runs.dry_run(ctx, prepared)
+        preview = lifecycle.dry_run(ctx, prepared)
         if preview.keys == 0:
             click.echo("Nothing to do: every key of the key_source is in the table"
                        + (f" or held by an active run ({preview.held})" if preview.held else "") + ".")
@@ -158,7 +157,7 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
         click.echo(render.submission(preview, dry_run=False))
         click.confirm(f"Submit {preview.keys} keys in {len(preview.chunks)} tasks?",
                       default=True, abort=True)
-    sub = runs.submit(ctx, prepared)
+    sub = lifecycle.submit(ctx, prepared)
     if sub.run_id is None:
         message = "Nothing to do: no pending keys" + (
             f" ({sub.held} are held by another active run)" if sub.held else "") + "."
@@ -169,41 +168,25 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
     _follow(ctx, sub, sub.run_id, wait, as_json)
 
 
-def _follow(ctx: Context, sub: runs.Submission, run_id: int, wait: bool, as_json: bool) -> None:
+def _follow(ctx: Context, sub: lifecycle.Submission, run_id: int, wait: bool,
+            as_json: bool) -> None:
     """After a submit or retry: wait if asked, print, and exit 1 if keys are missing."""
     if wait:
-        sub.status = runs.wait(ctx, run_id, on_update=None if as_json else _progress_line)
+        with render.ProgressLine(enabled=not as_json and sys.stdout.isatty()) as progress:
+            final = lifecycle.wait(ctx, run_id, on_update=progress.update)
+        sub = replace(sub, status=final)
         if not as_json:
-            click.echo()
-            click.echo(render.run_detail(sub.status, []))
+            click.echo(render.run_detail(final, []))
     if as_json:
         _emit(sub.to_json())
-    if wait and sub.status is not None and sub.status.keys.remaining:
+    if sub.status is not None and sub.status.keys.remaining:
         raise OutcomeError(f"Run {run_id} ended {sub.status.state}: "
                            f"{sub.status.keys.remaining} of {sub.status.keys.total} keys are not "
                            "in the table",
                            f"See djhpc errors {run_id}, then djhpc retry {run_id}")
 
 
-_progress_open = False  # a progress line without its newline is on the terminal
-
-
-def _progress_line(report: Any) -> None:
-    global _progress_open
-    if not sys.stdout.isatty():
-        return
-    _progress_open = not report.final
-    k = report.keys
-    line = (f"\r  {render.bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, "
-            f"{render.tasks(report.tasks)}")
-    click.echo(line.ljust(100), nl=False)
-
-
 # --- status and friends --------------------------------------------------------------
-
-
-def _run_id(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
 
 
 @main.command(context_settings=CONTEXT)
@@ -233,47 +216,17 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
 
 
 def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) -> tuple[str, bool]:
-    from djhpc import status as st
-
+    """One refresh of the status view asked for: its text (or JSON) and whether it is final."""
+    view: Overview | RunDetail | TableView
     if what is None:
-        found = _recent_runs(ctx, show_all) if ctx.ledger.exists() else []
-        reports = st.reports(ctx.ledger, found)
-        if as_json:
-            return json.dumps({"runs": [r.to_json(with_chunks=False) for r in reports]},
-                              indent=2, default=str), all(r.final for r in reports)
-        return render.runs(reports), all(r.final for r in reports)
-    run_id = _run_id(what)
-    if run_id is not None:
-        report = runs.status_of(ctx, run_id)
-        if as_json:
-            return json.dumps(report.to_json(), indent=2, default=str), report.final
-        groups = st.error_groups(ctx.ledger, [ctx.ledger.run(run_id)])
-        return render.run_detail(report, groups), report.final
-    from djhpc import target as targets
-
-    _, cls = targets.resolve(what, ctx.settings.modules)
-    remaining, total = st.table_progress(cls)
-    table_runs = ctx.ledger.runs(table_name=cls().full_table_name)
-    reports = st.reports(ctx.ledger, table_runs)
+        view = lifecycle.overview(ctx, show_all)
+    elif what.isdigit():
+        view = lifecycle.run_detail(ctx, int(what))
+    else:
+        view = lifecycle.table_view(ctx, what)
     if as_json:
-        return json.dumps({"target": what, "table": cls().full_table_name,
-                           "progress": {"remaining": remaining, "total": total},
-                           "runs": [r.to_json(with_chunks=False) for r in reports]},
-                          indent=2, default=str), all(r.final for r in reports)
-    return render.target_view(what, remaining, total, reports), all(r.final for r in reports)
-
-
-def _recent_runs(ctx: Context, show_all: bool) -> list[Any]:
-    from datetime import timedelta
-
-    from djhpc.ledger import now
-
-    if show_all:
-        return ctx.ledger.runs()
-    recent = ctx.ledger.runs(since=now() - timedelta(days=7), limit=20) or ctx.ledger.runs(limit=5)
-    shown = {r.run_id for r in recent}
-    older = [ctx.ledger.run(i) for i in ctx.ledger.active_run_ids() if i not in shown]
-    return sorted([*recent, *older], key=lambda r: -r.run_id)
+        return json.dumps(view.to_json(), indent=2, default=str), view.final
+    return render.status_view(view), view.final
 
 
 @main.command(context_settings=CONTEXT)
@@ -282,28 +235,9 @@ def _recent_runs(ctx: Context, show_all: bool) -> list[Any]:
 @handled
 def errors(what: str, as_json: bool) -> None:
     """Errors grouped by message: counts, example keys, the task and its log."""
-    from djhpc import executors
-    from djhpc import status as st
-
-    ctx = _context(create=False)
-    run_id = _run_id(what)
-    if run_id is not None:
-        selected = [ctx.ledger.run(run_id)]
-    else:
-        from djhpc import target as targets
-
-        _, cls = targets.resolve(what, ctx.settings.modules)
-        selected = ctx.ledger.runs(table_name=cls().full_table_name)
-
-    def log_path(run: Any, chunk: Any) -> Path:
-        return executors.of(run.executor).log_paths(run, chunk)[1]
-
-    groups = st.error_groups(ctx.ledger, selected, log_path=log_path)
+    groups = lifecycle.errors(_context(create=False), what)
     if as_json:
-        _emit({"groups": [{"message": g.message, "example": g.example, "count": g.count,
-                           "keys": g.keys,
-                           "chunk": g.chunk, "run_id": g.run_id, "attempts": g.attempts,
-                           "log": g.log, "traceback": g.stack} for g in groups]})
+        _emit({"groups": [g.to_json() for g in groups]})
     else:
         click.echo(render.errors(groups))
 
@@ -315,23 +249,7 @@ def errors(what: str, as_json: bool) -> None:
 @handled
 def logs(run_id: int, chunk: int | None, show_stderr: bool) -> None:
     """The output of one of the run's tasks (Slurm or local)."""
-    from djhpc import executors
-
-    ctx = _context(create=False)
-    run = ctx.ledger.run(run_id)
-    chunks = ctx.ledger.chunks(run_id)
-    if chunk is None:
-        bad = [c for c in chunks if c.state in ("failed", "lost", "interrupted")]
-        record = (bad or chunks)[0] if chunks else None
-    else:
-        record = next((c for c in chunks if c.chunk == chunk), None)
-    if record is None:
-        raise UsageError(f"Run {run_id} has no chunk {chunk}", f"See djhpc status {run_id}")
-    out, err = executors.of(run.executor).log_paths(run, record)
-    path = err if show_stderr else out
-    if not path.exists():
-        raise UsageError(f"No log yet at {path}",
-                         "The task may not have started; see djhpc status " + str(run_id))
+    path = lifecycle.log_path(_context(create=False), run_id, chunk, show_stderr)
     click.echo(f"==> {path} <==", err=True)
     click.echo(path.read_text(errors="replace"), nl=False)
 
@@ -344,10 +262,10 @@ def logs(run_id: int, chunk: int | None, show_stderr: bool) -> None:
 def cancel(run_id: int, yes: bool, as_json: bool) -> None:
     """Cancel every task of the run; its unfinished keys stay pending."""
     ctx = _context(create=False)
-    ctx.ledger.run(run_id)  # a clear error for an unknown run, before any prompt
+    lifecycle.find_run(ctx, run_id)  # an unknown run fails before any prompt
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm(f"Cancel run {run_id}?", default=True, abort=True)
-    report = runs.cancel(ctx, run_id)
+    report = lifecycle.cancel(ctx, run_id)
     if as_json:
         _emit(report.to_json())
     else:
@@ -368,7 +286,7 @@ def cancel(run_id: int, yes: bool, as_json: bool) -> None:
 def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
     """Re-pend the run's failed, interrupted and lost keys and submit them again."""
     ctx = _context(options, create=False)
-    sub = runs.retry(ctx, run_id)
+    sub = lifecycle.retry(ctx, run_id)
     if not sub.chunks:
         message = f"Nothing to retry: every key of run {run_id} is in the table."
         _emit(sub.to_json() | {"message": message}) if as_json else click.echo(message)
@@ -385,7 +303,7 @@ def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
 def doctor(as_json: bool) -> None:
     """Check database, credentials, ledger schema, Slurm and profile."""
     checks = doctor_checks.run_checks()
-    data = [c.as_dict() for c in checks]
+    data = [c.to_json() for c in checks]
     _emit({"checks": data}) if as_json else click.echo(render.doctor(data))
     if not all(c.ok for c in checks):
         sys.exit(1)

@@ -5,6 +5,12 @@ Precedence, lowest first: package defaults < cluster profile < project
 `~/.config/djhpc/config.yaml` < `DJHPC_<NAME>` environment variables < CLI
 flags. Every layer is validated the same way: unknown keys fail, listing the
 valid ones.
+
+A cluster profile is a YAML file of settings for one cluster plus its rules
+(whether `--account` is required, the longest walltime, the partitions). The
+package's own profiles live in `slurm_templates/`; a user's own go in
+`~/.config/djhpc/profiles/` or a `profiles/` folder beside `djhpc.yaml`, and
+shadow the package's.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import yaml
 
 from djhpc.errors import UsageError
+from djhpc.executors.slurm_tools import parse_duration
 
 PROJECT_FILE = "djhpc.yaml"
 
@@ -194,6 +201,85 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     return {name: coerce(name, value, f"DJHPC_{name.upper()}") for name, value in values.items()}
 
 
+# --- cluster profiles: a settings layer with rules of its own ---------------------
+
+# Keys a profile file may hold besides settings: its rules.
+RULE_KEYS = ("description", "account_required", "max_time", "partitions")
+PROFILE_SETTINGS = (*RESOURCE_KEYS, "max_array_size", "max_parallel", "chunk_size", "signal_delay",
+                    "requeue", "python")
+
+
+def template_dirs(project_dir: Path | None = None) -> list[Path]:
+    """Where profiles are looked up, most specific first."""
+    dirs = []
+    if project_dir is not None:
+        dirs.append(project_dir / "profiles")
+    dirs.append(user_config_path().parent / "profiles")
+    package = Path(__file__).resolve().parent
+    dirs.append(package / "slurm_templates")  # inside a wheel
+    dirs.append(package.parent / "slurm_templates")  # a checkout or editable install
+    return dirs
+
+
+def available_profiles(project_dir: Path | None = None) -> list[str]:
+    names = {p.stem for d in template_dirs(project_dir) if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def find_profile(name: str, project_dir: Path | None = None) -> Path:
+    for directory in template_dirs(project_dir):
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+    known = available_profiles(project_dir)
+    raise UsageError(
+        f"Unknown profile {name!r}",
+        f"Choose one of: {', '.join(known) or '(none found)'}, or add {name}.yaml to "
+        f"{user_config_path().parent / 'profiles'}",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rules:
+    """What a cluster demands of every job."""
+
+    account_required: bool = False
+    max_time_s: float | None = None
+    partitions: tuple[str, ...] = ()
+
+
+def load_profile(name: str | None, project_dir: Path | None = None) -> dict[str, Any]:
+    """A profile's settings (its rules are read by `load_rules`)."""
+    if not name:
+        return {}
+    path = find_profile(name, project_dir)
+    data = read_yaml(path)
+    check_keys(data, str(path), allowed=(*PROFILE_SETTINGS, *RULE_KEYS))
+    return {k: coerce(k, v, str(path)) for k, v in data.items() if k not in RULE_KEYS}
+
+
+def load_rules(name: str | None, project_dir: Path | None = None) -> Rules:
+    if not name:
+        return Rules()
+    path = find_profile(name, project_dir)
+    data = read_yaml(path)
+    max_time = data.get("max_time")
+    partitions = data.get("partitions") or ()
+    try:
+        max_time_s = parse_duration(str(max_time)) if max_time else None
+    except ValueError:
+        raise UsageError(f"{path}: max_time {max_time!r} is not a walltime",
+                         "Write it like 7-00:00:00") from None
+    return Rules(
+        account_required=bool(data.get("account_required", False)),
+        max_time_s=max_time_s,
+        partitions=(partitions,) if isinstance(partitions, str) else tuple(partitions),
+    )
+
+
+# --- all layers together -------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where the settings came from, for `doctor` and error messages."""
@@ -208,8 +294,6 @@ def load(
     cwd: Path | None = None,
 ) -> tuple[Settings, Sources]:
     """Merge every layer into one `Settings`; CLI values of None mean "not given"."""
-    from djhpc.profile import load_profile  # profiles are a layer of their own
-
     environ = os.environ if environ is None else environ
     project_file = find_project_file(cwd)
     user_file = user_config_path()

@@ -302,6 +302,20 @@ def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException |
     return bool(result), None
 
 
+def rollback(table: Any) -> None:
+    """Undo a key interrupted inside make(), as DataJoint's own error path does.
+
+    `_allow_insert` is DataJoint's switch that lets make() insert into its own
+    table; it must be off again once the key's transaction is abandoned.
+    """
+    conn = table.connection
+    try:
+        if conn.in_transaction:
+            conn.cancel_transaction()
+    finally:
+        type(table)._allow_insert = False
+
+
 def progress(table: Any) -> tuple[int, int]:
     remaining, total = table.progress(display=False)
     return int(remaining), int(total)

@@ -30,16 +30,11 @@ from typing import Any
 from djhpc import dj
 from djhpc.errors import UsageError
 from djhpc.plan import Chunk
+from djhpc.states import ACTIVE_CHUNK_STATES, ChunkState, RunPhase
 
 log = logging.getLogger(__name__)
 
 KEY_RUN, KEY_SEQ = "djhpc_run", "djhpc_seq"
-
-# Chunk states. A chunk is final once it can change no more by itself.
-QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, LOST, CANCELLED = (
-    "queued", "running", "done", "failed", "interrupted", "lost", "cancelled")
-ACTIVE_STATES = (QUEUED, RUNNING)
-
 
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
@@ -49,7 +44,7 @@ def default_schema(db_user: str) -> str:
     return f"user_{re.sub(r'[^a-z0-9_]', '_', db_user.lower())}_djhpc"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RunRecord:
     run_id: int
     target: str  # module:Class
@@ -61,7 +56,7 @@ class RunRecord:
     executor: str
     n_keys: int
     attempts: int
-    state: str  # active | cancelled
+    state: RunPhase
     created: datetime
     finished: datetime | None
     settings: dict[str, Any]
@@ -71,17 +66,17 @@ class RunRecord:
 
     @property
     def cancelled(self) -> bool:
-        return self.state == CANCELLED
+        return self.state == RunPhase.CANCELLED
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ChunkRecord:
     run_id: int
     chunk: int
     attempt: int
     lo: int
     hi: int
-    state: str
+    state: ChunkState
     job_id: str | None = None
     host: str | None = None
     pid: int | None = None
@@ -209,18 +204,36 @@ class Ledger:
         self.sql(f"ALTER TABLE {self.t(name)} ADD PRIMARY KEY ({KEY_RUN}, {KEY_SEQ})")
         self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols})")
 
-    def held(self, keys_table: str, key_attrs: Sequence[str], outer: str) -> str:
+    def held(self, keys_table: str, key_attrs: Sequence[str], outer: str) -> str | None:
         """SQL: the key of row `outer` is held by a queued or running chunk of a live run.
 
-        Correlated on the key columns, so the server probes the keys table's
+        None when no live run holds keys of this table (the usual case), so
+        that planning needs no probe at all then. Correlated on the key columns, so the server probes the keys table's
         index once per key instead of joining every held key to every chunk.
         """
+        if not self.has_table(keys_table) or not self.has_active_chunks(keys_table):
+            return None
         on = " AND ".join(f"h.{self.d.q(a)} = {outer}.{self.d.q(a)}" for a in key_attrs)
-        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
+        states = _listed(ACTIVE_CHUNK_STATES)
         return (f"EXISTS (SELECT 1 FROM {self.t(keys_table)} AS h JOIN {self.t('chunk')} AS hc "
                 f"ON hc.run_id = h.{KEY_RUN} AND h.{KEY_SEQ} >= hc.lo AND h.{KEY_SEQ} < hc.hi "
                 f"JOIN {self.t('run')} AS hr ON hr.run_id = hc.run_id "
-                f"WHERE {on} AND hc.state IN ({states}) AND hr.state <> '{CANCELLED}')")
+                f"WHERE {on} AND hc.state IN ({states}) AND hr.state <> '{RunPhase.CANCELLED}')")
+
+    # --- the pending keys -----------------------------------------------------
+
+    def check_pending(self, pending_sql: str) -> None:
+        """Let the server parse and plan the pending-keys query; raises its error."""
+        self.sql(f"SELECT 1 FROM ({pending_sql}) AS q LIMIT 0")
+
+    def count_pending(self, pending_sql: str, table_name: str,
+                      key_attrs: Sequence[str]) -> tuple[int, int]:
+        """(keys a new run would take, keys held by other active runs)."""
+        keys_table = self.keys_table_name(table_name, key_attrs)
+        held = self.held(keys_table, key_attrs, "q") if self.exists() else None
+        n_held = f"COALESCE(SUM(CASE WHEN {held} THEN 1 ELSE 0 END), 0)" if held else "0"
+        total, n = self.sql(f"SELECT COUNT(*), {n_held} FROM ({pending_sql}) AS q").fetchone()
+        return int(total) - int(n), int(n)
 
     # --- runs ----------------------------------------------------------------
 
@@ -244,15 +257,15 @@ class Ledger:
         # submit that held the lock before us committed.
         with self._planning_lock(table_name):
             held, n_held = "", 0
-            if self.has_active_chunks(keys_table):
-                held_sql = self.held(keys_table, key_attrs, "q")
+            held_sql = self.held(keys_table, key_attrs, "q")
+            if held_sql:
                 n_held = int(self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q "
                                       f"WHERE {held_sql}").fetchone()[0])
                 held = f" WHERE NOT {held_sql}"
             conn.start_transaction()
             try:
                 row = (target, json.dumps(list(paths)), workdir, table_name, keys_table,
-                       json.dumps(list(key_attrs)), executor, "recording", now(),
+                       json.dumps(list(key_attrs)), executor, RunPhase.RECORDING, now(),
                        json.dumps(settings, default=str), run_dir, db_user, socket.gethostname())
                 run_id = self._insert_run(row)
                 inserted = self.sql(
@@ -263,8 +276,8 @@ class Ledger:
                     conn.cancel_transaction()
                     return None, n_held
                 self.add_chunks(run_id, 1, plan(inserted))
-                self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state='active' WHERE run_id=%s",
-                         (inserted, run_id))
+                self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state=%s WHERE run_id=%s",
+                         (inserted, RunPhase.ACTIVE, run_id))
                 conn.commit_transaction()
             except BaseException:
                 if conn.in_transaction:
@@ -274,10 +287,10 @@ class Ledger:
 
     def has_active_chunks(self, keys_table: str) -> bool:
         """Whether any queued or running chunk of a live run has keys in this table."""
-        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
+        states = _listed(ACTIVE_CHUNK_STATES)
         return self.sql(
             f"SELECT 1 FROM {self.t('chunk')} AS c JOIN {self.t('run')} AS r "
-            f"ON r.run_id = c.run_id WHERE r.keys_table = %s AND r.state <> '{CANCELLED}' "
+            f"ON r.run_id = c.run_id WHERE r.keys_table = %s AND r.state <> '{RunPhase.CANCELLED}' "
             f"AND c.state IN ({states}) LIMIT 1", (keys_table,)).fetchone() is not None
 
     def _insert_run(self, row: Sequence[Any]) -> int:
@@ -306,7 +319,7 @@ class Ledger:
             self.sql(unlock, (name,))
 
     def add_chunks(self, run_id: int, attempt: int, chunks: Iterable[Chunk]) -> None:
-        rows = [(run_id, c.chunk, attempt, c.lo, c.hi, QUEUED) for c in chunks]
+        rows = [(run_id, c.chunk, attempt, c.lo, c.hi, ChunkState.QUEUED) for c in chunks]
         if not rows:
             return
         marks = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
@@ -326,9 +339,8 @@ class Ledger:
         kcols = ", ".join(f"k.{d.q(a)}" for a in run.key_attrs)
         on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
         with self._planning_lock(run.table_name):
-            held = ""
-            if self.has_active_chunks(run.keys_table):
-                held = f" AND NOT {self.held(run.keys_table, run.key_attrs, 'k')}"
+            held_sql = self.held(run.keys_table, run.key_attrs, "k")
+            held = f" AND NOT {held_sql}" if held_sql else ""
             return self._repend(run, attempt, plan, cols, kcols, on, held)
 
     def _repend(self, run: RunRecord, attempt: int, plan: Any, cols: str, kcols: str, on: str,
@@ -352,8 +364,8 @@ class Ledger:
             chunks = [Chunk(c.chunk + int(first_chunk), c.lo + int(base), c.hi + int(base))
                       for c in plan(n)]
             self.add_chunks(run.run_id, attempt, chunks)
-            self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state='active', finished=NULL "
-                     "WHERE run_id=%s", (attempt, run.run_id))
+            self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state=%s, finished=NULL "
+                     "WHERE run_id=%s", (attempt, RunPhase.ACTIVE, run.run_id))
             conn.commit_transaction()
         except BaseException:
             if conn.in_transaction:
@@ -390,15 +402,15 @@ class Ledger:
 
     def active_run_ids(self) -> list[int]:
         """Runs with a queued or running chunk, however old."""
-        states = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
         rows = self.sql(f"SELECT DISTINCT c.run_id FROM {self.t('chunk')} AS c JOIN "
                         f"{self.t('run')} AS r ON r.run_id = c.run_id WHERE c.state IN "
-                        f"({states}) AND r.state = 'active'").fetchall()
+                        f"({_listed(ACTIVE_CHUNK_STATES)}) AND r.state = '{RunPhase.ACTIVE}'"
+                        ).fetchall()
         return [int(r[0]) for r in rows]
 
     def runs(self, *, table_name: str | None = None, since: datetime | None = None,
              limit: int | None = None) -> list[RunRecord]:
-        where: list[str] = ["state <> 'recording'"]
+        where: list[str] = [f"state <> '{RunPhase.RECORDING}'"]
         args: list[Any] = []
         if table_name:
             where.append("table_name = %s")
@@ -425,7 +437,7 @@ class Ledger:
             statement += " AND attempt=%s"
             args.append(attempt)
         rows = self.sql(statement + " ORDER BY chunk", args).fetchall()
-        return [ChunkRecord(*row) for row in rows]
+        return [_chunk_record(row) for row in rows]
 
     def chunk(self, run_id: int, chunk: int) -> ChunkRecord:
         row = self.sql(f"SELECT {', '.join(CHUNK_COLUMNS)} FROM {self.t('chunk')} "
@@ -433,12 +445,23 @@ class Ledger:
         if row is None:
             raise UsageError(f"Run {run_id} has no chunk {chunk}",
                              f"See `djhpc status {run_id}` for its chunks")
-        return ChunkRecord(*row)
+        return _chunk_record(row)
 
     def set_jobs(self, run_id: int, jobs: dict[int, str]) -> None:
         for chunk, job_id in jobs.items():
             self.sql(f"UPDATE {self.t('chunk')} SET job_id=%s WHERE run_id=%s AND chunk=%s",
                      (job_id, run_id, chunk))
+
+    def connection_id(self) -> int:
+        """This session's id, as the server's process list shows it."""
+        return int(self.sql(f"SELECT {self.d.connection_id}").fetchone()[0])
+
+    def live_connections(self) -> set[int] | None:
+        """Ids of every open connection; None when we may not see the process list."""
+        try:
+            return {int(r[0]) for r in self.sql(self.d.live_connections).fetchall()}
+        except Exception:
+            return None
 
     def claim(self, run_id: int, chunk: int, *, job_id: str | None, host: str, pid: int,
               connection_id: int) -> bool:
@@ -448,11 +471,12 @@ class Ledger:
             f"UPDATE {self.t('chunk')} SET state=%s, job_id=COALESCE(%s, job_id), host=%s, "
             "pid=%s, connection_id=%s, started=COALESCE(started, %s), heartbeat=%s, finished=NULL "
             "WHERE run_id=%s AND chunk=%s AND state=%s",
-            (RUNNING, job_id, host, pid, connection_id, stamp, stamp, run_id, chunk, QUEUED))
+            (ChunkState.RUNNING, job_id, host, pid, connection_id, stamp, stamp, run_id, chunk,
+             ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
 
     def report(self, run_id: int, chunk: int, *, n_done: int, n_error: int,
-               state: str | None = None, requeue: bool = False) -> None:
+               state: ChunkState | None = None, requeue: bool = False) -> None:
         """Progress of a running chunk; with `state`, its end (or hand-back).
 
         Also refreshes the task's connection id (it changes when the task
@@ -463,17 +487,17 @@ class Ledger:
         args: list[Any] = [n_done, n_error, now()]
         if state:
             # `finished` first: MySQL's later assignments see the new `state`.
-            owned = f"state IN ('{RUNNING}', '{LOST}')"
+            owned = f"state IN ('{ChunkState.RUNNING}', '{ChunkState.LOST}')"
             sets += (f", finished=CASE WHEN {owned} THEN %s ELSE finished END"
                      f", state=CASE WHEN {owned} THEN %s ELSE state END")
-            args += [None if state == QUEUED else now(), state]
+            args += [None if state == ChunkState.QUEUED else now(), state]
         if requeue:
             sets += ", requeues=requeues+1"
         self.sql(f"UPDATE {self.t('chunk')} SET {sets} WHERE run_id=%s AND chunk=%s",
                  (*args, run_id, chunk))
 
-    def set_chunk_states(self, run_id: int, chunks: Iterable[int], state: str,
-                         only_from: Sequence[str] = ACTIVE_STATES) -> int:
+    def set_chunk_states(self, run_id: int, chunks: Iterable[int], state: ChunkState,
+                         only_from: Sequence[ChunkState] = ACTIVE_CHUNK_STATES) -> int:
         ids = list(chunks)
         if not ids:
             return 0
@@ -507,6 +531,17 @@ class Ledger:
         self.sql(f"INSERT INTO {self.t('error')} (run_id, attempt, chunk, key_text, message, "
                  f"stack, job_id, host, created) VALUES {marks}", [v for r in rows for v in r])
 
+    def errors(self, run_ids: Sequence[int]) -> list[ErrorRow]:
+        """Every recorded error of these runs, oldest first."""
+        if not run_ids:
+            return []
+        marks = ", ".join(["%s"] * len(run_ids))
+        rows = self.sql(
+            f"SELECT run_id, attempt, chunk, key_text, message, stack FROM {self.t('error')} "
+            f"WHERE run_id IN ({marks}) ORDER BY error_id", list(run_ids)).fetchall()
+        return [ErrorRow(run_id=int(r[0]), attempt=int(r[1]), chunk=int(r[2]),
+                         key=json.loads(r[3]), message=r[4], stack=r[5]) for r in rows]
+
     # --- counting against the target table ------------------------------------
 
     def done_by_chunk(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> dict[int, int]:
@@ -528,10 +563,86 @@ class Ledger:
         return {ordered[int(b) - 1].chunk: int(n) for b, n in rows if b}
 
 
+Error = tuple[dict[str, Any], str, str]  # (key, message, traceback); {} for the task itself
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorRow:
+    run_id: int
+    attempt: int
+    chunk: int
+    key: dict[str, Any]
+    message: str
+    stack: str
+
+
+class Lease:
+    """A task's hold on one chunk: every ledger write the task makes goes through it.
+
+    Taken with `Lease.claim` (one atomic UPDATE, so one task wins); it knows
+    who the task is (run, attempt, chunk, job, host), so the worker never
+    repeats it.
+    """
+
+    def __init__(self, ledger: Ledger, run: RunRecord, chunk: ChunkRecord, *,
+                 job_id: str | None, host: str) -> None:
+        self.ledger, self.run, self.chunk = ledger, run, chunk
+        self.job_id, self.host = job_id, host
+
+    @classmethod
+    def claim(cls, ledger: Ledger, run_id: int, chunk: int, *, job_id: str | None, host: str,
+              pid: int) -> Lease | None:
+        """The lease on a queued chunk, or None when it is taken, finished or cancelled."""
+        if not ledger.claim(run_id, chunk, job_id=job_id, host=host, pid=pid,
+                            connection_id=ledger.connection_id()):
+            return None
+        return cls(ledger, ledger.run(run_id), ledger.chunk(run_id, chunk),
+                   job_id=job_id, host=host)
+
+    def keys(self) -> list[tuple[Any, ...]]:
+        return self.ledger.chunk_keys(self.run, self.chunk)
+
+    def add_errors(self, errors: Sequence[Error]) -> None:
+        c = self.chunk
+        self.ledger.add_errors(c.run_id, c.attempt, c.chunk, errors, self.job_id, self.host)
+
+    def report(self, *, n_done: int, n_error: int, errors: Sequence[Error] = (),
+               state: ChunkState | None = None, requeue: bool = False) -> None:
+        """Errors and progress; with `state`, the chunk's end or hand-back.
+
+        The last report counts the chunk's done keys from the database, not
+        from what the task saw, so status can trust it later.
+        """
+        self.add_errors(errors)
+        if state:
+            n_done = self.ledger.done_by_chunk(self.run, [self.chunk]).get(self.chunk.chunk, 0)
+        self.ledger.report(self.chunk.run_id, self.chunk.chunk, n_done=n_done, n_error=n_error,
+                           state=state, requeue=requeue)
+
+    def release(self, state: ChunkState, only_from: Sequence[ChunkState]) -> None:
+        """Set the chunk's state without a progress report (e.g. a requeue Slurm refused)."""
+        self.ledger.set_chunk_states(self.chunk.run_id, [self.chunk.chunk], state, only_from)
+
+    def run_cancelled(self) -> bool:
+        return self.ledger.run(self.run.run_id).cancelled
+
+
+def _listed(states: Iterable[str]) -> str:
+    """States as an SQL list; they are our own constants, never user input."""
+    return ", ".join(f"'{s}'" for s in states)
+
+
 def _run_record(row: Sequence[Any]) -> RunRecord:
     values = dict(zip(RUN_COLUMNS, row, strict=True))
     values["paths"] = json.loads(values["paths"])
     values["key_attrs"] = json.loads(values["key_attrs"])
     values["settings"] = json.loads(values["settings"])
+    values["state"] = RunPhase(values["state"])
     return RunRecord(**values)
+
+
+def _chunk_record(row: Sequence[Any]) -> ChunkRecord:
+    values = dict(zip(CHUNK_COLUMNS, row, strict=True))
+    values["state"] = ChunkState(values["state"])
+    return ChunkRecord(**values)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from djhpc.profile import format_duration
-from djhpc.runs import Submission
-from djhpc.status import ErrorGroup, RunReport
+from djhpc.lifecycle import Submission
+from djhpc.resources import format_duration
+from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
 
 STATE_COLOURS = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red",
                  "incomplete": "yellow", "cancelled": "magenta", "lost": "red",
@@ -190,6 +190,37 @@ def doctor(checks: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def status_view(view: Overview | RunDetail | TableView) -> str:
+    if isinstance(view, Overview):
+        return runs(view.runs)
+    if isinstance(view, RunDetail):
+        return run_detail(view.report, view.errors)
+    return target_view(view.target, view.remaining, view.total, view.runs)
+
+
+class ProgressLine:
+    """One line that redraws itself while a run is followed; ended cleanly however we leave."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.open = False  # drawn, without its newline yet
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.open:
+            click.echo()
+
+    def update(self, report: RunReport) -> None:
+        if not self.enabled:
+            return
+        k = report.keys
+        line = f"\r  {bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, {tasks(report.tasks)}"
+        click.echo(line.ljust(100), nl=False)
+        self.open = True
+
+
 def target_view(name: str, remaining: int, total: int, reports: Sequence[RunReport]) -> str:
     done = total - remaining
     lines = [click.style(name, bold=True),
@@ -200,5 +231,5 @@ def target_view(name: str, remaining: int, total: int, reports: Sequence[RunRepo
     return "\n".join(lines)
 
 
-__all__ = ["bar", "doctor", "duration", "errors", "format_duration", "run_detail", "runs",
-           "submission", "target_view"]
+__all__ = ["ProgressLine", "bar", "doctor", "duration", "errors", "format_duration",
+           "run_detail", "runs", "status_view", "submission", "target_view"]

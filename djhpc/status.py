@@ -1,56 +1,36 @@
-"""One picture of a run: the ledger, the target table and Slurm, put together.
+"""One picture of a run: the ledger, the target table and the executors, put together.
 
-Key counts come from the database (a run's key is *done* when it is in the
-target table, whatever a task reported). Task states come from one `squeue`
-and one `sacct` call per refresh, for every run shown at once. A chunk whose
-task is gone (Slurm says it ended, its process is dead, or its database
-connection has vanished and it stopped reporting) is marked *lost* here, so
-that `retry` picks its keys up.
+A refresh is three named steps: **observe** (each executor says what it sees
+of its tasks: one `squeue` and one `sacct` for every Slurm run shown at once),
+**reconcile** (`liveness`: chunks whose task is gone become *lost*, so that
+`retry` picks their keys up) and **count** (a run's key is *done* when it is
+in the target table, whatever a task reported). The report itself is built by
+pure functions from what those steps return.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from djhpc import dj, slurm
-from djhpc.executors.local import alive
-from djhpc.ledger import (
-    ACTIVE_STATES,
-    CANCELLED,
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    LOST,
-    QUEUED,
-    RUNNING,
-    ChunkRecord,
-    Ledger,
-    RunRecord,
-    now,
+from djhpc import dj, executors, liveness
+from djhpc.executors import Observed, TaskView
+from djhpc.executors.slurm_tools import TaskInfo
+from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
+from djhpc.states import (
+    COUNTED_CHUNK_STATES,
+    TASK_STATE_OF_CHUNK,
+    ChunkState,
+    RunState,
 )
-from djhpc.slurm import TaskInfo, TaskState
-from djhpc.worker import FLUSH_SECONDS
-
-RUN_STATES = ("queued", "running", "done", "failed", "incomplete", "cancelled")
-FINAL_RUN_STATES = ("done", "failed", "incomplete", "cancelled")
-# How long a task may stay silent, with its database connection gone, before
-# its chunk counts as lost: a live task reconnects and reports within this.
-SILENCE = timedelta(seconds=max(60.0, 6 * FLUSH_SECONDS))
-
-# Ledger chunk states as task states, where no scheduler knows better.
-_LOCAL_TASK_STATE = {QUEUED: TaskState.PENDING, RUNNING: TaskState.RUNNING,
-                     DONE: TaskState.COMPLETED, FAILED: TaskState.COMPLETED,
-                     INTERRUPTED: TaskState.CANCELLED, LOST: TaskState.FAILED,
-                     CANCELLED: TaskState.CANCELLED}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KeyCounts:
     total: int = 0
     done: int = 0
@@ -59,11 +39,11 @@ class KeyCounts:
     remaining: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ChunkView:
     chunk: int
     attempt: int
-    state: str
+    state: ChunkState
     keys: int
     done: int
     error: int
@@ -76,20 +56,20 @@ class ChunkView:
     finished: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Efficiency:
     cpu: float | None = None  # TotalCPU / CPUTime
     memory: float | None = None  # max MaxRSS / requested memory
     time: float | None = None  # longest elapsed / time limit
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RunReport:
     run_id: int
     target: str
     table: str
     executor: str
-    state: str
+    state: RunState
     keys: KeyCounts
     tasks: dict[str, int]
     core_hours: float
@@ -105,7 +85,7 @@ class RunReport:
 
     @property
     def final(self) -> bool:
-        return self.state in FINAL_RUN_STATES
+        return self.state.final
 
     def to_json(self, with_chunks: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -125,85 +105,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ") if value else None
 
 
-# --- liveness ----------------------------------------------------------------
+# --- refresh: observe → reconcile → count → report --------------------------------
 
 
-def slurm_tasks(chunks: Iterable[ChunkRecord]) -> dict[str, TaskInfo] | None:
-    """Slurm's view of every task of these chunks: one squeue and one sacct call.
-
-    None when Slurm could not be asked (then only the ledger speaks).
-    """
-    ids = sorted({c.job_id.split("_")[0] for c in chunks
-                  if c.job_id and not c.job_id.startswith("local-")})
-    if not ids:
-        return {}
-    if not slurm.available():
-        return None
-    try:
-        return slurm.query(ids)
-    except slurm.SlurmError:
-        return None
-
-
-def live_connections(ledger: Ledger) -> set[int] | None:
-    try:
-        return {int(r[0]) for r in ledger.sql(ledger.d.live_connections).fetchall()}
-    except Exception:  # no right to see the process list: skip this check
-        return None
-
-
-def lost_reason(run: RunRecord, chunk: ChunkRecord, tasks: dict[str, TaskInfo] | None,
-                connections: set[int] | None, stamp: datetime) -> str | None:
-    """Why an active chunk's task can no longer finish it; None while it can."""
-    if chunk.state not in ACTIVE_STATES:
-        return None
-    job = chunk.job_id or ""
-    task = (tasks or {}).get(job)
-    if task is not None:
-        # A queued chunk whose task is pending again after a requeue is fine.
-        return f"Task {job} ended ({task.raw_state})" if task.state.final else None
-    old = stamp - run.created > SILENCE
-    if not job and run.executor != "debug" and old:
-        return "The task was never submitted (the submitting command was stopped)"
-    if job[:1].isdigit() and tasks is not None and old and chunk.state == QUEUED:
-        return f"Slurm no longer knows task {job}"
-    here = (chunk.host or run.host) == socket.gethostname()
-    if job.startswith("local-") and chunk.state == QUEUED and here:
-        return None if alive(int(job.split("-", 1)[1])) else "The local runner is gone"
-    if chunk.state == RUNNING:
-        if here and chunk.pid and job.startswith("local-") and not alive(chunk.pid):
-            return f"Task process {chunk.pid} is gone"
-        silent = chunk.heartbeat is None or stamp - chunk.heartbeat > SILENCE
-        gone = connections is not None and chunk.connection_id not in connections
-        if gone and silent:
-            return "The task's database connection is gone and it stopped reporting"
-    return None
-
-
-def reconcile(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
-              tasks: dict[str, TaskInfo] | None,
-              connections: set[int] | None) -> list[ChunkRecord]:
-    """Mark chunks whose task is gone as lost, with the reason in the error history."""
-    if run.cancelled:
-        return chunks
-    stamp = now()
-    for c in chunks:
-        reason = lost_reason(run, c, tasks, connections, stamp)
-        if reason and ledger.set_chunk_states(run.run_id, [c.chunk], LOST, only_from=(c.state,)):
-            ledger.add_errors(run.run_id, c.attempt, c.chunk,
-                              [({}, f"{reason} before finishing its chunk: "
-                                f"{c.keys - c.n_done - c.n_error} keys handed back", "")],
-                              c.job_id, c.host or "")
-            c.state = LOST
-    return chunks
-
-
-# --- the report ---------------------------------------------------------------
-
-
-# States a task's last report leaves behind, with the count of its keys that
-# were in the table then, read from the database (see worker).
-COUNTED_STATES = (DONE, FAILED, INTERRUPTED)
+def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True) -> list[RunReport]:
+    """Reports for several runs, with one scheduler query for all of them (if asked)."""
+    chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
+    pairs = [(run, c) for run in runs for c in chunks[run.run_id]]
+    views = executors.observe(pairs, ask_scheduler=ask_scheduler)
+    running = any(c.state == ChunkState.RUNNING for _, c in pairs)
+    connections = ledger.live_connections() if running else None
+    reports = []
+    for run in runs:
+        current = liveness.reconcile(ledger, run, chunks[run.run_id], views, connections)
+        reports.append(count(ledger, run, current, views))
+    return reports
 
 
 def done_counts(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord]) -> dict[int, int]:
@@ -216,95 +132,111 @@ def done_counts(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord]) -
     """
     if run.attempts != 1:
         return ledger.done_by_chunk(run, chunks)
-    kept = {c.chunk: c.n_done for c in chunks if c.state in COUNTED_STATES and c.attempt == 1}
+    kept = {c.chunk: c.n_done for c in chunks
+            if c.state in COUNTED_CHUNK_STATES and c.attempt == 1}
     fresh = [c for c in chunks if c.chunk not in kept]
     return {**kept, **ledger.done_by_chunk(run, fresh)}
 
 
-def run_state(run: RunRecord, latest: Sequence[ChunkRecord], keys: KeyCounts) -> str:
-    if run.cancelled:
-        return "cancelled"
-    if any(c.state in ACTIVE_STATES for c in latest):
-        started = any(c.state != QUEUED or c.started for c in latest)
-        return "running" if started else "queued"
-    if keys.remaining == 0:
-        return "done"
-    if keys.error or any(c.state == FAILED for c in latest):
-        return "failed"
-    return "incomplete"
-
-
-def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
-           known: dict[str, TaskInfo] | None, connections: set[int] | None) -> RunReport:
-    chunks = reconcile(ledger, run, chunks, known, connections)
-    tasks = known or {}
+def count(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord],
+          views: Observed) -> RunReport:
+    """Count the run's keys in the target table and build its report."""
     latest = [c for c in chunks if c.attempt == run.attempts]
     first = [c for c in chunks if c.attempt == 1]
     done_first = done_counts(ledger, run, first)
     done_latest = done_first if run.attempts == 1 else done_counts(ledger, run, latest)
+    return build_report(run, chunks, views, done_first=done_first, done_latest=done_latest,
+                        stamp=now())
 
+
+def run_state(run: RunRecord, latest: Sequence[ChunkRecord], keys: KeyCounts) -> RunState:
+    if run.cancelled:
+        return RunState.CANCELLED
+    if any(c.state.active for c in latest):
+        started = any(c.state != ChunkState.QUEUED or c.started for c in latest)
+        return RunState.RUNNING if started else RunState.QUEUED
+    if keys.remaining == 0:
+        return RunState.DONE
+    if keys.error or any(c.state == ChunkState.FAILED for c in latest):
+        return RunState.FAILED
+    return RunState.INCOMPLETE
+
+
+def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed, *,
+                 done_first: dict[int, int], done_latest: dict[int, int],
+                 stamp: datetime) -> RunReport:
+    """The report, from the run's chunks, what the executors saw, and the done counts."""
+    latest = [c for c in chunks if c.attempt == run.attempts]
     keys = KeyCounts(total=run.n_keys, done=sum(done_first.values()))
     keys.remaining = keys.total - keys.done
-    views = []
+    chunk_views = []
     for c in latest:
         done = done_latest.get(c.chunk, 0)
         error = min(c.n_error, c.keys - done)
         keys.error += error
-        if c.state == RUNNING:
+        if c.state == ChunkState.RUNNING:
             keys.reserved += max(0, c.keys - done - error)
-        task = tasks.get(c.job_id or "")
-        views.append(ChunkView(
-            chunk=c.chunk, attempt=c.attempt, state=c.state, keys=c.keys, done=done,
-            error=error, job=c.job_id, host=c.host or (task.node if task else None),
-            task_state=(task.state.value if task else _LOCAL_TASK_STATE[c.state].value),
-            elapsed_s=(task.elapsed_s if task and task.elapsed_s is not None
-                       else _elapsed(c.started, c.finished)),
-            max_rss_mb=task.max_rss_mb if task else None,
-            started=_iso(c.started), finished=_iso(c.finished)))
+        chunk_views.append(_chunk_view(c, views.get((run.run_id, c.chunk)), done, error, stamp))
     state = run_state(run, latest, keys)
-    task_counts = Counter(v.task_state or "unknown" for v in views)
+    task_counts = Counter(v.task_state or "unknown" for v in chunk_views)
 
     started = min((c.started for c in chunks if c.started), default=None)
     ended = [c.finished for c in chunks if c.finished]
-    finished = max(ended) if state in FINAL_RUN_STATES and ended else None
-    if state == "cancelled" and run.finished:
+    finished = max(ended) if state.final and ended else None
+    if state == RunState.CANCELLED and run.finished:
         finished = run.finished
-    run_tasks = [tasks[c.job_id] for c in chunks if c.job_id in tasks]
-    core_hours = _core_hours(chunks, run_tasks)
-    rate, eta = _rate(keys, started, finished)
-    efficiency = _efficiency(run_tasks)
+    accounted = [v.accounting for c in chunks
+                 if (v := views.get((run.run_id, c.chunk))) and v.accounting]
+    rate, eta = _rate(keys, started, finished, stamp)
+    eff = efficiency(accounted)
     return RunReport(
         run_id=run.run_id, target=run.target, table=run.table_name, executor=run.executor,
-        state=state, keys=keys, tasks=dict(task_counts), core_hours=round(core_hours, 4),
+        state=state, keys=keys, tasks=dict(task_counts),
+        core_hours=round(_core_hours(chunks, accounted, stamp), 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=efficiency, hints=_hints(efficiency, state), chunks=views)
+        efficiency=eff, hints=_hints(eff, state), chunks=chunk_views)
 
 
-def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
+def _chunk_view(c: ChunkRecord, view: TaskView | None, done: int, error: int,
+                stamp: datetime) -> ChunkView:
+    task = view.accounting if view else None
+    return ChunkView(
+        chunk=c.chunk, attempt=c.attempt, state=c.state, keys=c.keys, done=done, error=error,
+        job=c.job_id, host=c.host or (task.node if task else None),
+        task_state=str(view.state if view else TASK_STATE_OF_CHUNK[c.state]),
+        elapsed_s=(task.elapsed_s if task and task.elapsed_s is not None
+                   else _elapsed(c.started, c.finished, stamp)),
+        max_rss_mb=task.max_rss_mb if task else None,
+        started=_iso(c.started), finished=_iso(c.finished))
+
+
+def _elapsed(start: datetime | None, end: datetime | None, stamp: datetime) -> float | None:
     if start is None:
         return None
-    return ((end or now()) - start).total_seconds()
+    return ((end or stamp) - start).total_seconds()
 
 
-def _core_hours(chunks: Sequence[ChunkRecord], tasks: Sequence[TaskInfo]) -> float:
+def _core_hours(chunks: Sequence[ChunkRecord], tasks: Sequence[TaskInfo],
+                stamp: datetime) -> float:
     if tasks:
         return sum(t.cpu_time_s or 0.0 for t in tasks) / 3600
     # Local runs: one core per task for as long as it ran.
-    return sum(_elapsed(c.started, c.finished) or 0.0 for c in chunks) / 3600
+    return sum(_elapsed(c.started, c.finished, stamp) or 0.0 for c in chunks) / 3600
 
 
-def _rate(keys: KeyCounts, started: datetime | None,
-          finished: datetime | None) -> tuple[float | None, float | None]:
+def _rate(keys: KeyCounts, started: datetime | None, finished: datetime | None,
+          stamp: datetime) -> tuple[float | None, float | None]:
     if not started or not keys.done:
         return None, None
-    hours = max(((finished or now()) - started).total_seconds(), 1.0) / 3600
+    hours = max(((finished or stamp) - started).total_seconds(), 1.0) / 3600
     rate = keys.done / hours
     eta = None if finished else keys.remaining / rate * 3600
     return rate, eta
 
 
-def _efficiency(tasks: Sequence[TaskInfo]) -> Efficiency:
+def efficiency(tasks: Sequence[TaskInfo]) -> Efficiency:
+    """How much of what ended tasks asked for they used (CPU, memory, time)."""
     ended = [t for t in tasks if t.state.final]
     cpu_time = sum(t.cpu_time_s or 0 for t in ended)
     total_cpu = sum(t.total_cpu_s or 0 for t in ended)
@@ -315,8 +247,8 @@ def _efficiency(tasks: Sequence[TaskInfo]) -> Efficiency:
                       time=_round(max(times), 3) if times else None)
 
 
-def _hints(eff: Efficiency, state: str) -> list[str]:
-    if state not in FINAL_RUN_STATES:
+def _hints(eff: Efficiency, state: RunState) -> list[str]:
+    if not state.final:
         return []
     hints = []
     if eff.memory is not None and eff.memory < 0.5:
@@ -328,13 +260,56 @@ def _hints(eff: Efficiency, state: str) -> list[str]:
     return hints
 
 
-def reports(ledger: Ledger, runs: Sequence[RunRecord], ask_slurm: bool = True) -> list[RunReport]:
-    """Reports for several runs, with one Slurm query for all of them (if asked)."""
-    chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
-    tasks = slurm_tasks(c for cs in chunks.values() for c in cs) if ask_slurm else None
-    connections = live_connections(ledger) if any(
-        c.state == RUNNING for cs in chunks.values() for c in cs) else None
-    return [report(ledger, run, chunks[run.run_id], tasks, connections) for run in runs]
+# --- what the CLI shows -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overview:
+    """`djhpc status`: several runs, without their chunks."""
+
+    runs: list[RunReport]
+
+    @property
+    def final(self) -> bool:
+        return all(r.final for r in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runs": [r.to_json(with_chunks=False) for r in self.runs]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunDetail:
+    """`djhpc status RUN`: one run with its chunks and its most frequent errors."""
+
+    report: RunReport
+    errors: list[ErrorGroup]
+
+    @property
+    def final(self) -> bool:
+        return self.report.final
+
+    def to_json(self) -> dict[str, Any]:
+        return self.report.to_json()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableView:
+    """`djhpc status TARGET`: DataJoint's own progress of the table, and its runs."""
+
+    target: str
+    table: str
+    remaining: int
+    total: int
+    runs: list[RunReport]
+
+    @property
+    def final(self) -> bool:
+        return all(r.final for r in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "table": self.table,
+                "progress": {"remaining": self.remaining, "total": self.total},
+                "runs": [r.to_json(with_chunks=False) for r in self.runs]}
 
 
 # --- errors --------------------------------------------------------------------
@@ -356,7 +331,7 @@ def error_pattern(message: str) -> str:
     return first
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ErrorGroup:
     message: str  # the pattern shared by the group's messages
     example: str  # the first message as it was
@@ -368,37 +343,39 @@ class ErrorGroup:
     log: str | None
     stack: str
 
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "example": self.example, "count": self.count,
+                "keys": self.keys, "chunk": self.chunk, "run_id": self.run_id,
+                "attempts": self.attempts, "log": self.log, "traceback": self.stack}
 
-def error_groups(ledger: Ledger, runs: Sequence[RunRecord], log_path: Any = None,
+
+LogPath = Callable[[int, int], Path | None]  # (run_id, chunk) -> the task's stderr
+
+
+def group_errors(rows: Sequence[ErrorRow], log_path: LogPath | None = None,
                  examples: int = 3) -> list[ErrorGroup]:
-    """Errors of these runs grouped by message, most frequent first."""
-    import json
-
-    if not runs:
-        return []
-    marks = ", ".join(["%s"] * len(runs))
-    rows = ledger.sql(
-        f"SELECT run_id, attempt, chunk, key_text, message, stack FROM {ledger.t('error')} "
-        f"WHERE run_id IN ({marks}) ORDER BY error_id", [r.run_id for r in runs]).fetchall()
+    """Errors grouped by message pattern, most frequent first."""
     groups: dict[str, ErrorGroup] = {}
-    by_id = {r.run_id: r for r in runs}
-    for run_id, attempt, chunk, key_text, message, stack in rows:
-        pattern = error_pattern(message)
+    for row in rows:
+        pattern = error_pattern(row.message)
         group = groups.get(pattern)
         if group is None:
-            log = None
-            if log_path is not None:
-                run = by_id[run_id]
-                record = ledger.chunk(run_id, chunk)
-                log = str(log_path(run, record))
-            group = groups[pattern] = ErrorGroup(pattern, message, 0, [], chunk, run_id, [],
-                                                 log, stack)
+            log = log_path(row.run_id, row.chunk) if log_path else None
+            group = groups[pattern] = ErrorGroup(
+                message=pattern, example=row.message, count=0, keys=[], chunk=row.chunk,
+                run_id=row.run_id, attempts=[], log=str(log) if log else None, stack=row.stack)
         group.count += 1
-        if attempt not in group.attempts:
-            group.attempts.append(attempt)
+        if row.attempt not in group.attempts:
+            group.attempts.append(row.attempt)
         if len(group.keys) < examples:
-            group.keys.append(json.loads(key_text))
+            group.keys.append(row.key)
     return sorted(groups.values(), key=lambda g: -g.count)
+
+
+def error_groups(ledger: Ledger, runs: Sequence[RunRecord],
+                 log_path: LogPath | None = None) -> list[ErrorGroup]:
+    """Errors of these runs grouped by message, most frequent first."""
+    return group_errors(ledger.errors([r.run_id for r in runs]), log_path)
 
 
 def table_progress(cls: Any) -> tuple[int, int]:

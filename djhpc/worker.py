@@ -27,7 +27,8 @@ from types import FrameType
 from typing import Any
 
 from djhpc import dj
-from djhpc.ledger import DONE, FAILED, INTERRUPTED, QUEUED, ChunkRecord, Ledger, RunRecord
+from djhpc.ledger import Error, Lease, Ledger
+from djhpc.states import ChunkState
 from djhpc.target import Target
 
 log = logging.getLogger(__name__)
@@ -63,17 +64,19 @@ class ChunkTask:
         return run_chunk(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Outcome:
+    """What a task did with its chunk; filled in as the keys are made."""
+
     done: int = 0
     errors: int = 0
     interrupted: bool = False
     claimed: bool = True
-    state: str = DONE
+    state: str = ChunkState.DONE  # a ChunkState, or "skipped" when not claimed
     requeue: bool = False  # ask Slurm to run this task again
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "errors": self.errors, "state": self.state,
+    def to_json(self) -> dict[str, Any]:
+        return {"done": self.done, "errors": self.errors, "state": str(self.state),
                 "claimed": self.claimed}
 
 
@@ -114,48 +117,43 @@ class StopSignal:
         signal.setitimer(signal.ITIMER_REAL, grace)
 
 
-def slurm_job_id() -> str | None:
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def run_chunk(task: ChunkTask) -> dict[str, Any]:
     """Populate one chunk; returns a summary (the ledger has the full record)."""
     os.chdir(task.workdir)
     if task.workdir not in sys.path:
         sys.path.insert(0, task.workdir)
-    conn = dj.connection()
-    ledger = Ledger(conn, task.ledger_schema)
-    run = ledger.run(task.run_id)
-    host, job_id = socket.gethostname(), slurm_job_id() if task.slurm else None
-    connection_id = int(dj.query(conn, f"SELECT {ledger.d.connection_id}").fetchone()[0])
-    if not ledger.claim(task.run_id, task.chunk, job_id=job_id, host=host, pid=os.getpid(),
-                        connection_id=connection_id):
+    ledger = Ledger(dj.connection(), task.ledger_schema)
+    lease = Lease.claim(ledger, task.run_id, task.chunk, job_id=_slurm_task_id(task),
+                        host=socket.gethostname(), pid=os.getpid())
+    if lease is None:
         log.warning("Chunk %s of run %s is not queued (taken, finished or cancelled): "
                     "nothing to do", task.chunk, task.run_id)
-        return Outcome(claimed=False, state="skipped").as_dict()
-    chunk = ledger.chunk(task.run_id, task.chunk)
+        return Outcome(claimed=False, state="skipped").to_json()
     try:
-        outcome = _populate_chunk(task, ledger, run, chunk, host, job_id)
+        outcome = _populate_chunk(task, lease)
     except BaseException as error:
         # Anything that escapes (an import error, a lost ledger) fails the chunk
         # with its reason on record rather than leaving it "running".
-        message = f"{type(error).__name__}: {error}"
-        _safe(lambda: ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk,
-                                        [({}, message, traceback.format_exc())], job_id, host))
-        _safe(lambda: ledger.report(run.run_id, chunk.chunk, n_done=0, n_error=0, state=FAILED))
+        failure: Error = ({}, f"{type(error).__name__}: {error}", traceback.format_exc())
+        _safe(lambda: lease.add_errors([failure]))
+        _safe(lambda: lease.report(n_done=0, n_error=0, state=ChunkState.FAILED))
         raise
     if outcome.requeue and not _requeue_self():
         # Slurm would not take the task back: leave the keys to `djhpc retry`.
-        _safe(lambda: ledger.set_chunk_states(run.run_id, [chunk.chunk], INTERRUPTED,
-                                              only_from=(QUEUED,)))
-    return outcome.as_dict()
+        _safe(lambda: lease.release(ChunkState.INTERRUPTED, only_from=(ChunkState.QUEUED,)))
+    return outcome.to_json()
 
 
-def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: ChunkRecord,
-                    host: str, job_id: str | None) -> Outcome:
+def _slurm_task_id(task: ChunkTask) -> str | None:
+    if not task.slurm:
+        return None
+    from djhpc.executors import slurm_tools  # only Slurm tasks need Slurm's side
+
+    return slurm_tools.current_task_id()
+
+
+def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
+    run = lease.run
     cls = Target.from_ref(run.target, run.paths).load()
     table = cls()
     attrs = dj.key_attributes(table)
@@ -164,18 +162,15 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
             f"{run.target}'s key_source key is now ({', '.join(attrs)}), but the run recorded "
             f"({', '.join(run.key_attrs)}): the table changed since submission; submit again")
     uuids = dj.uuid_attributes(table)
-    rows = ledger.chunk_keys(run, chunk)
+    rows = lease.keys()
     outcome = Outcome()
-    pending_errors: list[tuple[dict[str, Any], str, str]] = []
+    pending_errors: list[Error] = []
     last_flush = time.monotonic()
 
-    def flush(state: str | None = None, requeue: bool = False) -> None:
-        ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk, pending_errors, job_id, host)
+    def flush(state: ChunkState | None = None, requeue: bool = False) -> None:
+        lease.report(n_done=outcome.done, n_error=outcome.errors, errors=pending_errors,
+                     state=state, requeue=requeue)
         pending_errors.clear()
-        # The last report counts from the database, so status can trust it later.
-        done = ledger.done_by_chunk(run, [chunk]).get(chunk.chunk, 0) if state else outcome.done
-        ledger.report(run.run_id, chunk.chunk, n_done=done, n_error=outcome.errors,
-                      state=state, requeue=requeue)
 
     with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
         for row in rows:
@@ -187,7 +182,7 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
                 stop.in_key = True
                 error = _make(table, key)
             except Interrupted:
-                _rollback(table)
+                _safe(lambda: dj.rollback(table))
                 outcome.interrupted = True
                 break
             finally:
@@ -202,18 +197,17 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
                 _with_reconnect(table, flush)
                 last_flush = time.monotonic()
         if outcome.interrupted:
-            _hand_back(task, ledger, run, chunk, outcome, stop.requested or "a signal",
-                       len(rows), job_id, host)
-            _with_reconnect(table, lambda: flush(outcome.state, requeue=outcome.state == QUEUED))
+            state = _hand_back(task, lease, outcome, stop.requested or "a signal", len(rows))
+            _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
         else:
-            outcome.state = FAILED if outcome.errors else DONE
-            _with_reconnect(table, lambda: flush(outcome.state))
+            state = ChunkState.FAILED if outcome.errors else ChunkState.DONE
+            _with_reconnect(table, lambda: flush(state))
+        outcome.state = state
     return outcome
 
 
-def _hand_back(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: ChunkRecord,
-               outcome: Outcome, signal_name: str, n_keys: int, job_id: str | None,
-               host: str) -> None:
+def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str,
+               n_keys: int) -> ChunkState:
     """Decide what becomes of a stopped chunk's remaining keys.
 
     Under Slurm, within the requeue budget, the chunk is queued again: after
@@ -222,16 +216,15 @@ def _hand_back(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: ChunkReco
     cancelled one is found lost by `status`. Otherwise the keys wait for
     `djhpc retry`. A cancelled run is never requeued.
     """
-    cancelled = _safe(lambda: ledger.run(run.run_id).cancelled, default=True)
-    again = bool(job_id) and not cancelled and chunk.requeues < task.max_requeues
-    outcome.state = QUEUED if again else INTERRUPTED
+    cancelled = _safe(lease.run_cancelled, default=True)
+    again = bool(lease.job_id) and not cancelled and lease.chunk.requeues < task.max_requeues
     outcome.requeue = again and signal_name == "SIGUSR2"
     left = n_keys - outcome.done - outcome.errors
     what = ("requeued" if again else "cancelled" if cancelled else "left for `djhpc retry`")
     message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
     log.warning(message)
-    _safe(lambda: ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk,
-                                    [({}, message, "")], job_id, host))
+    _safe(lambda: lease.add_errors([({}, message, "")]))
+    return ChunkState.QUEUED if again else ChunkState.INTERRUPTED
 
 
 def _make(table: Any, key: dict[str, Any]) -> BaseException | None:
@@ -250,7 +243,6 @@ def _make(table: Any, key: dict[str, Any]) -> BaseException | None:
     return None
 
 
-
 def _with_reconnect(table: Any, action: Any) -> None:
     try:
         action()
@@ -259,11 +251,6 @@ def _with_reconnect(table: Any, action: Any) -> None:
             raise
         dj.reconnect(table.connection)
         action()
-
-
-def _rollback(table: Any) -> None:
-    _safe(lambda: table.connection.cancel_transaction() if table.connection.in_transaction else None)
-    type(table)._allow_insert = False
 
 
 def _message(error: BaseException) -> str:
@@ -285,14 +272,10 @@ def _safe(action: Any, default: Any = None) -> Any:
 
 def _requeue_self() -> bool:
     """Ask Slurm to run this task again; the chunk is queued for it in the ledger."""
-    from djhpc import slurm
+    from djhpc.executors import slurm_tools
 
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return False
     try:
-        slurm.run(["scontrol", "requeue", job])
-    except slurm.SlurmError as error:
+        return slurm_tools.requeue_current_task()
+    except slurm_tools.SlurmError as error:
         log.error("Requeue failed (%s); `djhpc retry` will pick the chunk up", error)
         return False
-    return True

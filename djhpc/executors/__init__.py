@@ -1,7 +1,13 @@
 """Where a run's chunks execute: Slurm array tasks, local processes, or in-process.
 
-Every executor hands each chunk to the same `djhpc.worker.run_chunk`; they only
-differ in how a task is started, found again (logs) and stopped.
+Every executor hands each chunk to the same `djhpc.worker.run_chunk`; they
+differ in how a task is started, observed, found again (logs) and stopped.
+Each executor alone knows its job ids' format (`123_4` for a Slurm array
+task, `local-<pid>` for a local runner) and what its tasks' liveness looks
+like; the rest of djhpc asks it through `observe`.
+
+This module stays light (no submitit, no worker at import) so that
+`executors.slurm_tools` can be imported by the settings code.
 """
 
 from __future__ import annotations
@@ -9,25 +15,32 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from djhpc.errors import UsageError
-from djhpc.ledger import ChunkRecord, RunRecord
-from djhpc.profile import Resources, warning_delay
+from djhpc.states import TaskState
 
-# By name: the submodule executors.slurm would shadow `djhpc.slurm` here.
-from djhpc.slurm import available as slurm_available
-from djhpc.worker import ChunkTask
+if TYPE_CHECKING:
+    from djhpc.executors.slurm_tools import TaskInfo
+    from djhpc.ledger import ChunkRecord, RunRecord
+    from djhpc.resources import Resources
+    from djhpc.worker import ChunkTask
 
 NAMES = ("auto", "slurm", "local", "debug")
+# How long a run may go without job ids before its submitting command counts
+# as gone, and how long Slurm may forget a queued task before it counts as lost.
+GRACE = timedelta(seconds=60)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Launch:
-    """Everything an executor needs to start a run's tasks."""
+    """Everything an executor needs to start a run's tasks (or to show them, run_id None)."""
 
-    run: RunRecord
+    run_id: int | None  # None: a preview for --dry-run, nothing recorded yet
+    run_dir: str
+    workdir: str
     chunks: Sequence[ChunkRecord]
     ledger_schema: str
     resources: Resources
@@ -37,14 +50,40 @@ class Launch:
     signal_delay: int = 120
     max_requeues: int = 3
 
-    def task(self, chunk: ChunkRecord) -> ChunkTask:
-        return ChunkTask(self.ledger_schema, self.run.run_id, chunk.chunk, self.run.workdir,
-                         warning_delay(self.resources, self.signal_delay), self.max_requeues,
-                         slurm=self.run.executor == "slurm")
+    @property
+    def name(self) -> str:
+        """The run's job name as the scheduler shows it."""
+        return f"djhpc-{self.run_id if self.run_id is not None else 'N'}"
+
+    def task(self, chunk: ChunkRecord, *, slurm: bool) -> ChunkTask:
+        from djhpc.resources import warning_delay
+        from djhpc.worker import ChunkTask
+
+        return ChunkTask(ledger_schema=self.ledger_schema, run_id=self.run_id or 0,
+                         chunk=chunk.chunk, workdir=self.workdir,
+                         signal_delay=warning_delay(self.resources, self.signal_delay),
+                         max_requeues=self.max_requeues, slurm=slurm)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskView:
+    """What an executor sees of the task working on one chunk."""
+
+    state: TaskState  # the scheduler's word, else the chunk's state as a task state
+    alive: bool = False  # seen alive: trusted over the ledger's silence
+    gone: str | None = None  # the executor's evidence that the task ended without its chunk
+    accounting: TaskInfo | None = None  # the scheduler's record: elapsed, memory, CPU
+
+
+Observed = dict[tuple[int, int], TaskView]  # (run_id, chunk) -> view
 
 
 class Executor(Protocol):
     name: str
+
+    @staticmethod
+    def owns(job_id: str) -> bool:
+        """Whether a recorded job id is one of this executor's."""
 
     def preview(self, launch: Launch) -> str:
         """What would be submitted (a script, a command), for --dry-run."""
@@ -52,11 +91,27 @@ class Executor(Protocol):
     def submit(self, launch: Launch) -> dict[int, str]:
         """Start the tasks; returns each chunk's job id (may be empty)."""
 
+    def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
+                ask_scheduler: bool = True) -> Observed:
+        """Each chunk's task as the executor sees it now, in one batch for all.
+
+        `ask_scheduler=False`: only what costs the scheduler nothing (a cheap
+        refresh between the real ones)."""
+
+    def job_ids(self, jobs: dict[int, str]) -> list[str]:
+        """The scheduler's job ids among chunks' job ids, for the user (may be empty)."""
+
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
         """Stop every task of the run that may still run."""
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:
         """(stdout, stderr) of the chunk's task."""
+
+
+def slurm_available() -> bool:
+    from djhpc.executors.slurm_tools import available
+
+    return available()
 
 
 def choose(name: str) -> str:
@@ -89,6 +144,40 @@ def of(name: str) -> Executor:
     from djhpc.executors.debug import DebugExecutor
 
     return DebugExecutor()
+
+
+def owner(run: RunRecord, chunk: ChunkRecord) -> Executor:
+    """The executor that ran (or runs) the chunk's task.
+
+    Usually the run's own; a retry may have moved a run elsewhere, so a
+    recorded job id says which executor's it is.
+    """
+    if chunk.job_id:
+        for name in ("slurm", "local"):
+            executor = of(name)
+            if executor.owns(chunk.job_id):
+                return executor
+    return of(run.executor)
+
+
+def observe(chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
+            ask_scheduler: bool = True) -> Observed:
+    """Every chunk's task, each asked of its own executor (one batch per executor)."""
+    groups: dict[str, tuple[Executor, list[tuple[RunRecord, ChunkRecord]]]] = {}
+    for run, chunk in chunks:
+        executor = owner(run, chunk)
+        groups.setdefault(executor.name, (executor, []))[1].append((run, chunk))
+    views: Observed = {}
+    for executor, pairs in groups.values():
+        views.update(executor.observe(pairs, ask_scheduler=ask_scheduler))
+    return views
+
+
+def never_submitted(run: RunRecord, chunk: ChunkRecord, stamp: datetime) -> str | None:
+    """A chunk still without a job id long after its run was recorded: its submit died."""
+    if chunk.job_id or stamp - run.created <= GRACE:
+        return None
+    return "The task was never submitted (the submitting command was stopped)"
 
 
 def default_parallel() -> int:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from djhpc import dj
 from djhpc.errors import UsageError
-from djhpc.executors import Launch
-from djhpc.ledger import CANCELLED, INTERRUPTED, QUEUED, ChunkRecord, Ledger, RunRecord
+from djhpc.executors import Launch, Observed, TaskView
+from djhpc.ledger import ChunkRecord, Ledger, RunRecord
+from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 from djhpc.worker import run_chunk
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,10 @@ log = logging.getLogger(__name__)
 
 class DebugExecutor:
     name = "debug"
+
+    @staticmethod
+    def owns(job_id: str) -> bool:
+        return False  # debug chunks never get a job id
 
     def preview(self, launch: Launch) -> str:
         return f"{len(launch.chunks)} chunks, one after another, in this process"
@@ -26,7 +31,7 @@ class DebugExecutor:
         # is that chunk's outcome (the worker records it), not a failed submit.
         for n, chunk in enumerate(launch.chunks):
             try:
-                stopped = run_chunk(launch.task(chunk))["state"] == INTERRUPTED
+                stopped = run_chunk(launch.task(chunk, slurm=False))["state"] == ChunkState.INTERRUPTED
             except KeyboardInterrupt:
                 stopped = True
             except Exception:
@@ -35,9 +40,19 @@ class DebugExecutor:
             if stopped:  # Ctrl-C: the rest is not started
                 ledger = Ledger(dj.connection(), launch.ledger_schema)
                 rest = [c.chunk for c in launch.chunks[n + 1 :]]
-                ledger.set_chunk_states(launch.run.run_id, rest, CANCELLED, only_from=(QUEUED,))
+                ledger.set_chunk_states(launch.run_id or 0, rest, ChunkState.CANCELLED,
+                                        only_from=(ChunkState.QUEUED,))
                 break
         return {}
+
+    def job_ids(self, jobs: dict[int, str]) -> list[str]:
+        return []
+
+    def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
+                ask_scheduler: bool = True) -> Observed:
+        """Nothing runs once `submit` has returned: the ledger says it all."""
+        return {(run.run_id, c.chunk): TaskView(state=TASK_STATE_OF_CHUNK[c.state])
+                for run, c in chunks}
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
         """Nothing runs once `submit` has returned."""

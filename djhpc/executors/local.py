@@ -12,51 +12,85 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from djhpc.executors import Launch, default_parallel
-from djhpc.ledger import ChunkRecord, RunRecord
+from djhpc.executors import Launch, Observed, TaskView, default_parallel, never_submitted
+from djhpc.ledger import ChunkRecord, RunRecord, now
+from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 
 RUNNER_LOG = "local-runner.log"
+PREFIX = "local-"  # job id of a chunk: "local-<pid of its runner>"
+
+
+def runner_pid(job_id: str) -> int | None:
+    return int(job_id[len(PREFIX):]) if job_id.startswith(PREFIX) else None
 
 
 class LocalExecutor:
     name = "local"
 
+    @staticmethod
+    def owns(job_id: str) -> bool:
+        return job_id.startswith(PREFIX)
+
     def _command(self, launch: Launch) -> list[str]:
         spec = {
-            "tasks": [vars(launch.task(c)) for c in launch.chunks],
+            "tasks": [vars(launch.task(c, slurm=False)) for c in launch.chunks],
             "parallel": launch.max_parallel or default_parallel(),
-            "run_dir": launch.run.run_dir,
+            "run_dir": launch.run_dir,
         }
         # A file, not an argument: a thousand chunks would pass Linux's 128 KiB
         # limit for one argument.
-        path = Path(launch.run.run_dir) / "local-runner.json"
+        path = Path(launch.run_dir) / "local-runner.json"
         path.write_text(json.dumps(spec))
         return [launch.python or sys.executable, "-m", "djhpc.executors.local", str(path)]
 
     def preview(self, launch: Launch) -> str:
         parallel = launch.max_parallel or default_parallel()
         return (f"{len(launch.chunks)} local processes, at most {parallel} at once, "
-                f"logs in {launch.run.run_dir}")
+                f"logs in {launch.run_dir}")
 
     def submit(self, launch: Launch) -> dict[int, str]:
-        log = Path(launch.run.run_dir) / RUNNER_LOG
+        log = Path(launch.run_dir) / RUNNER_LOG
         with open(log, "ab") as out:
             runner = subprocess.Popen(self._command(launch), stdout=out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                      cwd=launch.run.workdir)
-        return {c.chunk: f"local-{runner.pid}" for c in launch.chunks}
+                                      cwd=launch.workdir)
+        return {c.chunk: f"{PREFIX}{runner.pid}" for c in launch.chunks}
+
+    def job_ids(self, jobs: dict[int, str]) -> list[str]:
+        return []  # no scheduler: nothing for the user to look up
+
+    def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
+                ask_scheduler: bool = True) -> Observed:
+        """Processes are seen only on the host that runs them; elsewhere nothing is known."""
+        stamp, here = now(), socket.gethostname()
+        views: Observed = {}
+        for run, c in chunks:
+            state = TASK_STATE_OF_CHUNK[c.state]
+            runner = runner_pid(c.job_id or "")
+            view = TaskView(state=state, gone=never_submitted(run, c, stamp))
+            if runner is not None and (c.host or run.host) == here:
+                if c.state == ChunkState.QUEUED:
+                    view = (TaskView(state=state, alive=True) if alive(runner) else
+                            TaskView(state=state, gone="The local runner is gone"))
+                elif c.state == ChunkState.RUNNING and c.pid:
+                    view = (TaskView(state=state, alive=True) if alive(c.pid) else
+                            TaskView(state=state, gone=f"Task process {c.pid} is gone"))
+            views[(run.run_id, c.chunk)] = view
+        return views
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
-        for group in sorted({c.job_id for c in chunks if c.job_id and c.job_id.startswith("local-")}):
+        runners = {runner_pid(c.job_id) for c in chunks if c.job_id}
+        for runner in sorted(pid for pid in runners if pid is not None):
             # Already gone, or not ours to stop: nothing to do.
-            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-                os.killpg(int(group.split("-", 1)[1]), signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(runner, signal.SIGTERM)
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:
         folder = Path(run.run_dir)

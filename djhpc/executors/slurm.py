@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -20,12 +21,14 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from djhpc import plan, slurm
+from djhpc import plan
 from djhpc.errors import UsageError
-from djhpc.executors import Launch
-from djhpc.ledger import ChunkRecord, RunRecord
+from djhpc.executors import GRACE, Launch, Observed, TaskView, never_submitted
+from djhpc.executors import slurm_tools as tools
+from djhpc.ledger import ChunkRecord, RunRecord, now
 from djhpc.plan import Chunk
-from djhpc.profile import submitit_parameters
+from djhpc.resources import Resources, warning_delay
+from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +37,50 @@ class SubmitRejected(UsageError):
     """sbatch refused a job; the run was not submitted."""
 
 
+def submitit_parameters(res: Resources, signal_delay_s: int) -> dict[str, Any]:
+    """The resources as submitit's SlurmExecutor parameters."""
+    params: dict[str, Any] = {
+        "time": res.time_min,
+        "mem": f"{math.ceil(res.mem_mb)}M",
+        "cpus_per_task": res.cpus,
+        "signal_delay_s": warning_delay(res, signal_delay_s),
+        "setup": list(res.setup),
+    }
+    if res.gpus:
+        params["gpus_per_node"] = res.gpus
+    for key in ("partition", "account", "qos"):
+        value = getattr(res, key)
+        if value:
+            params[key] = value
+    params.update(res.extra)
+    return params
+
+
+def array_of(job_id: str) -> str:
+    """The array (job) id of an array task's id: "123_4" -> "123"."""
+    return job_id.split("_")[0]
+
+
+def max_array_size() -> int | None:
+    """Tasks one array may hold on this cluster, read from its configuration."""
+    return tools.max_array_size(tools.show_config())
+
+
 class SlurmExecutor:
     name = "slurm"
 
+    @staticmethod
+    def owns(job_id: str) -> bool:
+        return job_id[:1].isdigit()
+
     def parameters(self, launch: Launch, n_tasks: int) -> dict[str, Any]:
         params = submitit_parameters(launch.resources, launch.signal_delay)
-        params["job_name"] = f"djhpc-{launch.run.run_id}"
+        params["job_name"] = launch.name
         params["array_parallelism"] = launch.max_parallel or n_tasks
         return params
 
     def _executor(self, launch: Launch) -> submitit.SlurmExecutor:
-        executor = submitit.SlurmExecutor(folder=launch.run.run_dir,
+        executor = submitit.SlurmExecutor(folder=launch.run_dir,
                                           python=launch.python or sys.executable,
                                           max_num_timeout=0)
         return executor
@@ -53,8 +89,10 @@ class SlurmExecutor:
         params = self.parameters(launch, len(launch.chunks))
         params["map_count"] = min(len(launch.chunks), launch.max_array_size or len(launch.chunks))
         executor = self._executor(launch)
+        # submitit renders the script only while submitting; this private helper
+        # is the same renderer (tests/unit/test_sbatch_script.py pins its output).
         return str(submitit_slurm._make_sbatch_string(
-            command=executor._submitit_command_str, folder=launch.run.run_dir, **params))
+            command=executor._submitit_command_str, folder=launch.run_dir, **params))
 
     def submit(self, launch: Launch) -> dict[int, str]:
         chunks = [Chunk(c.chunk, c.lo, c.hi) for c in launch.chunks]
@@ -69,15 +107,47 @@ class SlurmExecutor:
                 params["dependency"] = f"afterany:{previous}"
             executor.update_parameters(**params)
             try:
-                submitted = self._submit_array(executor, [launch.task(by_number[c.chunk])
-                                                          for c in group])
+                submitted = self._submit_array(
+                    executor, [launch.task(by_number[c.chunk], slurm=True) for c in group])
             except SubmitRejected:
-                self._cancel_ids(sorted({j.split("_")[0] for j in jobs.values()}))
+                self._cancel_ids(self.job_ids(jobs))
                 raise
             for chunk, job in zip(group, submitted, strict=True):
                 jobs[chunk.chunk] = job
-            previous = submitted[0].split("_")[0]
+            previous = array_of(submitted[0])
         return jobs
+
+    def job_ids(self, jobs: dict[int, str]) -> list[str]:
+        return sorted({array_of(j) for j in jobs.values() if self.owns(j)}, key=int)
+
+    def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
+                ask_scheduler: bool = True) -> Observed:
+        """One squeue and one sacct call for every task of these chunks."""
+        arrays = sorted({array_of(c.job_id) for _, c in chunks if c.job_id})
+        tasks: dict[str, tools.TaskInfo] | None = {} if ask_scheduler else None
+        if arrays and ask_scheduler:
+            try:
+                tasks = tools.query(arrays) if tools.available() else None
+            except tools.SlurmError:
+                tasks = None  # Slurm could not be asked: only the ledger speaks
+        stamp = now()
+        return {(run.run_id, c.chunk): self._view(run, c, tasks, stamp) for run, c in chunks}
+
+    @staticmethod
+    def _view(run: RunRecord, chunk: ChunkRecord, tasks: dict[str, tools.TaskInfo] | None,
+              stamp: Any) -> TaskView:
+        info = (tasks or {}).get(chunk.job_id or "")
+        if info is not None:
+            ended = f"Task {chunk.job_id} ended ({info.raw_state})" if info.state.final else None
+            # A queued chunk whose task is pending again after a requeue is alive.
+            return TaskView(state=info.state, alive=ended is None, gone=ended, accounting=info)
+        fallback = TASK_STATE_OF_CHUNK[chunk.state]
+        if not chunk.job_id:
+            return TaskView(state=fallback, gone=never_submitted(run, chunk, stamp))
+        forgotten = (tasks is not None and chunk.state == ChunkState.QUEUED
+                     and stamp - run.created > GRACE)
+        return TaskView(state=fallback,
+                        gone=f"Slurm no longer knows task {chunk.job_id}" if forgotten else None)
 
     def _submit_array(self, executor: submitit.SlurmExecutor, tasks: list[Any]) -> list[str]:
         stderr = io.StringIO()  # submitit prints sbatch's complaints; we report them once
@@ -95,14 +165,13 @@ class SlurmExecutor:
         return [str(job.job_id) for job in pending]
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
-        arrays = sorted({c.job_id.split("_")[0] for c in chunks if c.job_id})
-        self._cancel_ids(arrays)
+        self._cancel_ids(sorted({array_of(c.job_id) for c in chunks if c.job_id}))
 
     def _cancel_ids(self, ids: Sequence[str]) -> None:
         if ids:
             try:
-                slurm.scancel(ids)
-            except slurm.SlurmError as error:
+                tools.scancel(ids)
+            except tools.SlurmError as error:
                 log.error("scancel failed: %s", error.detail())
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:

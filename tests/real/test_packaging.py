@@ -29,7 +29,7 @@ def test_wheel_carries_the_profiles_and_finds_them(tmp_path: Path) -> None:
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "pyyaml", str(wheel)],
                    check=True, capture_output=True)
     found = subprocess.run(
-        [str(python), "-c", "import djhpc.profile as p, sys; "
+        [str(python), "-c", "import djhpc.config as p, sys; "
          "print(p.__file__); print(' '.join(p.available_profiles()))"],
         cwd=tmp_path, check=True, capture_output=True, text=True).stdout.splitlines()
     assert str(ROOT) not in found[0]

@@ -80,12 +80,12 @@ def test_every_setting_has_help() -> None:
 
 
 def test_flags_and_env_beat_per_table_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from djhpc import profile
+    from djhpc import resources
 
     (tmp_path / "djhpc.yaml").write_text("tables:\n  T: {mem: 1G, time: '2:00:00', cpus: 4}\n")
     monkeypatch.setenv("DJHPC_CPUS", "2")
     settings, _ = config.load({"mem": "3G"})
-    res = profile.resources(settings, "T")
+    res = resources.resources(settings, "T")
     assert (res.mem_mb, res.time_s, res.cpus) == (3072, 7200, 2)
 
 

@@ -1,4 +1,4 @@
-"""djhpc.slurm: parsers against pasted Slurm output, callers against fake binaries.
+"""djhpc.executors.slurm_tools: parsers against pasted Slurm output, callers against fake binaries.
 
 Two kinds of sample, and no test needs a running Slurm:
 - data/slurm/*_22.05.8.txt were captured from the local Slurm 22.05.8
@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from djhpc import slurm
-from djhpc.slurm import SlurmError, TaskInfo, TaskState
+from djhpc.executors import slurm_tools as slurm
+from djhpc.executors.slurm_tools import SlurmError, TaskInfo
+from djhpc.states import TaskState
 
 DATA = Path(__file__).parent / "data" / "slurm"
 
@@ -174,7 +175,7 @@ def test_task_state(raw: str, expected: TaskState) -> None:
 
 
 def test_unknown_state_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="djhpc.slurm"):
+    with caplog.at_level(logging.WARNING, logger="djhpc.executors.slurm_tools"):
         for _ in range(3):
             assert slurm.task_state("WIBBLED_ONCE") is TaskState.UNKNOWN
     assert [r.getMessage() for r in caplog.records].count(
@@ -296,7 +297,7 @@ def test_parse_memory_mb_rejects(bad: str) -> None:
 
 
 def test_parse_sacct_tasks_and_states(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="djhpc.slurm"):
+    with caplog.at_level(logging.WARNING, logger="djhpc.executors.slurm_tools"):
         tasks = slurm.parse_sacct(SACCT_OUTPUT)
     # The only warning is the (first-seen) unknown state, never a skipped line.
     assert not [r for r in caplog.records if "skipping" in r.getMessage()]
@@ -391,7 +392,7 @@ def test_parse_sacct_skips_malformed_lines(caplog: pytest.LogCaptureFixture) -> 
         + "\n1246_[3-|PENDING"
         + ("|x" * 11)
     )
-    with caplog.at_level(logging.WARNING, logger="djhpc.slurm"):
+    with caplog.at_level(logging.WARNING, logger="djhpc.executors.slurm_tools"):
         tasks = slurm.parse_sacct(text)
     assert list(tasks) == ["1234_0"]
     assert sum("skipping sacct" in r.getMessage() for r in caplog.records) == 3
@@ -492,7 +493,7 @@ def test_query_on_captures_takes_total_memory_from_sacct(fake: FakeSlurm) -> Non
 
 
 def test_parse_squeue_skips_malformed(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="djhpc.slurm"):
+    with caplog.at_level(logging.WARNING, logger="djhpc.executors.slurm_tools"):
         tasks = slurm.parse_squeue("1|RUNNING\n7_[1-|PENDING||0:00|5:00|1|1000M|N/A\n")
     assert tasks == {}
     assert len(caplog.records) == 2
@@ -576,7 +577,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
 
 def test_run_returns_output(fake: FakeSlurm) -> None:
     fake.add("sinfo", stdout="debug* up infinite 1 idle node1\n")
-    proc = slurm.run(["sinfo", "-h"])
+    proc = slurm.call(["sinfo", "-h"])
     assert proc.returncode == 0
     assert proc.stdout == "debug* up infinite 1 idle node1\n"
     # Long pending array ranges must not be cut at Slurm's default 64 bytes.
@@ -586,14 +587,14 @@ def test_run_returns_output(fake: FakeSlurm) -> None:
 def test_run_keeps_users_bitstr_len(fake: FakeSlurm, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.add("sinfo")
     monkeypatch.setenv("SLURM_BITSTR_LEN", "256")
-    slurm.run(["sinfo"])
+    slurm.call(["sinfo"])
     assert fake.calls("sinfo")[0]["SLURM_BITSTR_LEN"] == "256"
 
 
 def test_run_missing_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SlurmError) as err:
-        slurm.run(["sbatch", "--version"])
+        slurm.call(["sbatch", "--version"])
     assert str(err.value) == (
         "sbatch not found on PATH. Install Slurm's client tools or use --executor local"
     )
@@ -615,7 +616,7 @@ def test_run_failure_shows_command_code_and_output(fake: FakeSlurm) -> None:
     )
     fake.add("sacct", stdout="partial\n", stderr=stderr, code=1)
     with pytest.raises(SlurmError) as err:
-        slurm.run(["sacct", "-j", "1"])
+        slurm.call(["sacct", "-j", "1"])
     e = err.value
     assert (e.command, e.returncode, e.stdout, e.stderr) == (
         ["sacct", "-j", "1"],
@@ -637,7 +638,7 @@ def test_run_failure_shows_command_code_and_output(fake: FakeSlurm) -> None:
 def test_run_failure_message_stays_short_for_many_ids(fake: FakeSlurm) -> None:
     fake.add("scancel", code=1)
     with pytest.raises(SlurmError) as err:
-        slurm.run(["scancel", *(str(i) for i in range(1000, 3000))])
+        slurm.call(["scancel", *(str(i) for i in range(1000, 3000))])
     assert len(str(err.value)) < 300
     assert "no error output" in str(err.value)
     assert "2999" in err.value.detail()
@@ -645,14 +646,14 @@ def test_run_failure_message_stays_short_for_many_ids(fake: FakeSlurm) -> None:
 
 def test_run_check_false_returns_failure(fake: FakeSlurm) -> None:
     fake.add("squeue", stderr="boom\n", code=2)
-    proc = slurm.run(["squeue"], check=False)
+    proc = slurm.call(["squeue"], check=False)
     assert (proc.returncode, proc.stderr) == (2, "boom\n")
 
 
 def test_run_timeout(fake: FakeSlurm) -> None:
     fake.add("squeue", sleep=10)
     with pytest.raises(SlurmError) as err:
-        slurm.run(["squeue"], timeout=0.5)
+        slurm.call(["squeue"], timeout=0.5)
     assert str(err.value).startswith("squeue gave no answer within 0.5 s.")
     assert "sinfo" in str(err.value)
     assert err.value.returncode is None
@@ -683,7 +684,7 @@ def test_sacct_without_ids_makes_no_call(fake: FakeSlurm) -> None:
 
 def test_sacct_accounting_disabled(fake: FakeSlurm, caplog: pytest.LogCaptureFixture) -> None:
     fake.add("sacct", stderr="sacct: error: Slurm accounting storage is disabled\n", code=1)
-    with caplog.at_level(logging.WARNING, logger="djhpc.slurm"):
+    with caplog.at_level(logging.WARNING, logger="djhpc.executors.slurm_tools"):
         assert slurm.sacct(["1"]) == {}
     assert "accounting is disabled" in caplog.text
 

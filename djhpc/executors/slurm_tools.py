@@ -2,7 +2,7 @@
 
 The parsers (`parse_*`, `task_state`, `expand_array_ids`) take text and never
 start a process, so they are tested against pasted Slurm output. The callers
-(`sacct`, `squeue`, `query`, `scancel`, `show_config`) make one `run` call each.
+(`sacct`, `squeue`, `query`, `scancel`, `show_config`) make one `call` each.
 Submission itself is submitit's job; this module only watches and cancels.
 """
 
@@ -17,8 +17,9 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import TypeVar
+
+from djhpc.states import TaskState
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _text(out: str | bytes | None) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
-def run(
+def call(
     cmd: list[str], *, timeout: float = 60.0, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run one Slurm client command; the only place this package starts one."""
@@ -118,40 +119,6 @@ def _failed(proc: subprocess.CompletedProcess[str]) -> SlurmError:
 def available() -> bool:
     return shutil.which("sbatch") is not None
 
-
-class TaskState(str, Enum):
-    """djhpc's task states; values are lowercase so they serialise to JSON as-is."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-    OUT_OF_MEMORY = "out_of_memory"
-    NODE_FAIL = "node_fail"
-    PREEMPTED = "preempted"
-    REQUEUED = "requeued"
-    SUSPENDED = "suspended"
-    UNKNOWN = "unknown"
-
-    @property
-    def final(self) -> bool:
-        """True once Slurm will not change the state again (UNKNOWN may still change)."""
-        return self in _FINAL
-
-
-_FINAL = frozenset(
-    {
-        TaskState.COMPLETED,
-        TaskState.FAILED,
-        TaskState.CANCELLED,
-        TaskState.TIMEOUT,
-        TaskState.OUT_OF_MEMORY,
-        TaskState.NODE_FAIL,
-        TaskState.PREEMPTED,
-    }
-)
 
 # The one map from Slurm's job states to ours, long and short forms: squeue(1)
 # and sacct(1), section "JOB STATE CODES" (https://slurm.schedmd.com/squeue.html).
@@ -419,7 +386,7 @@ def sacct(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # With --jobs sacct searches from the epoch, not just today (sacct(1) DEFAULT TIME WINDOW).
-    proc = run(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False)
+    proc = call(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False)
     if proc.returncode != 0:
         if "accounting storage is disabled" in proc.stderr.lower():
             log.warning("Slurm accounting is disabled: finished tasks are only seen via squeue")
@@ -434,7 +401,7 @@ def squeue(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # --jobs=, not "-j 1,2": squeue's -j takes an optional argument (squeue(1)).
-    proc = run(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False)
+    proc = call(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False)
     if proc.returncode != 0:
         # Exit 1 with this message when none of the ids is in the queue any more.
         if "invalid job id" in proc.stderr.lower():
@@ -468,7 +435,7 @@ def scancel(job_ids: Iterable[str]) -> None:
     if ids == [""]:
         return
     # -Q: a task that already ended is not an error for "cancel everything left".
-    run(["scancel", "-Q", *ids])
+    call(["scancel", "-Q", *ids])
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -485,7 +452,7 @@ def parse_config(text: str) -> dict[str, str]:
 
 
 def show_config() -> dict[str, str]:
-    return parse_config(run(["scontrol", "show", "config"]).stdout)
+    return parse_config(call(["scontrol", "show", "config"]).stdout)
 
 
 def max_array_size(config: Mapping[str, str]) -> int | None:
@@ -502,3 +469,23 @@ def max_array_size(config: Mapping[str, str]) -> int | None:
             limits.append(_maybe(int, value))
     known = [n for n in limits if n is not None]
     return min(known) if known else None
+
+
+# --- inside a task ----------------------------------------------------------------
+
+
+def current_task_id() -> str | None:
+    """This task's id as djhpc records it: "123_4" for an array task, else the job id."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_current_task() -> bool:
+    """Ask Slurm to run this task again; False outside a Slurm job."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    call(["scontrol", "requeue", job])
+    return True

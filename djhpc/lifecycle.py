@@ -1,0 +1,455 @@
+"""A run's life: submit, follow, cancel, retry, and the views of it. The CLI's verbs, without the CLI.
+
+A run is recorded (its keys and chunks, in one transaction) and then handed to
+an executor; if the executor refuses it, every trace is removed again, so a run
+is either recorded and submitted whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from djhpc import dj, executors, plan, resources, status
+from djhpc import target as targets
+from djhpc.config import Settings, Sources, load_rules
+from djhpc.errors import UsageError
+from djhpc.executors import Launch
+from djhpc.ledger import ChunkRecord, Ledger, RunRecord, default_schema, now
+from djhpc.resources import Resources
+from djhpc.states import STOPPING_TASK_STATES, ChunkState, RunPhase, RunState
+from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """A connection, the ledger, and the settings every verb needs."""
+
+    settings: Settings
+    sources: Sources
+    conn: Any
+    ledger: Ledger
+
+    @classmethod
+    def open(cls, settings: Settings, sources: Sources, create: bool = True,
+             require: bool = True) -> Context:
+        """`create`: make the ledger if missing; `require`: fail if it is missing."""
+        conn = dj.connection()
+        schema = settings.ledger_schema or default_schema(dj.db_user(conn))
+        ledger = Ledger(conn, schema)
+        if create:
+            ledger.create()
+        elif require and not ledger.exists():
+            raise UsageError(f"No djhpc ledger in schema {schema!r} yet",
+                             "Submit a run first, or set ledger_schema: to the one you used")
+        return cls(settings=settings, sources=sources, conn=conn, ledger=ledger)
+
+    @property
+    def project_dir(self) -> Path | None:
+        return self.sources.project_file.parent if self.sources.project_file else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a run's tasks go and what each asks for."""
+
+    executor: str
+    resources: Resources
+    max_parallel: int | None
+    max_array_size: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """What submit or retry did (or, with --dry-run, would do)."""
+
+    run_id: int | None
+    target: str
+    table: str
+    keys: int
+    held: int = 0  # pending keys left out because another active run holds them
+    chunks: list[plan.Chunk] = field(default_factory=list)
+    placement: Placement
+    jobs: list[str] = field(default_factory=list)
+    preview: str = ""
+    run_dir: str | None = None
+    status: RunReport | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def executor(self) -> str:
+        return self.placement.executor
+
+    @property
+    def resources(self) -> Resources:
+        return self.placement.resources
+
+    @property
+    def max_parallel(self) -> int | None:
+        return self.placement.max_parallel
+
+    @property
+    def arrays(self) -> int:
+        return len(plan.arrays(self.chunks, self.placement.max_array_size))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "run_id": self.run_id, "target": self.target, "table": self.table,
+            "keys": self.keys, "held_by_other_runs": self.held, "chunks": len(self.chunks),
+            "chunk_keys": [c.keys for c in self.chunks][:1000],
+            "executor": self.executor, "jobs": self.jobs, "arrays": self.arrays,
+            "max_parallel": self.placement.max_parallel,
+            "resources": self.placement.resources.describe(), "run_dir": self.run_dir,
+        }
+        if self.status is not None:
+            data["status"] = self.status.to_json()
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A checked request: everything needed to record and submit the run."""
+
+    target: targets.Target
+    table: Any  # an instance of the target's class
+    restrictions: list[str]
+    pending_sql: str
+    key_attrs: list[str]
+    placement: Placement
+    warnings: list[str]
+
+
+# --- submit ------------------------------------------------------------------------
+
+
+def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prepared:
+    """Check everything that can be checked before anything is written."""
+    settings = ctx.settings
+    executor = executors.choose(settings.executor)
+    rules = load_rules(settings.profile, ctx.project_dir)
+    target, cls = targets.resolve(target_text, settings.modules)
+    res = resources.resources(settings, cls.__name__, rules)
+    table = cls()
+    warnings = []
+    collisions = dj.jobs_column_collisions(table)
+    if collisions:
+        warnings.append(
+            f"{cls.__name__}'s key has {', '.join(collisions)}, named like columns of DataJoint "
+            "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
+            "that table, so its runs are safe")
+    return Prepared(
+        target=target, table=table, restrictions=list(restrictions),
+        pending_sql=_checked_pending_sql(ctx, table, list(restrictions)),
+        key_attrs=dj.key_attributes(table),
+        placement=Placement(executor=executor, resources=res, max_parallel=settings.max_parallel,
+                            max_array_size=_max_array_size(settings, executor)),
+        warnings=warnings)
+
+
+def _max_array_size(settings: Settings, executor: str) -> int | None:
+    """Tasks per Slurm array: the setting, else what the cluster allows."""
+    if executor != "slurm" or settings.max_array_size is not None:
+        return settings.max_array_size
+    from djhpc.executors import slurm
+
+    try:
+        return slurm.max_array_size()
+    except slurm.tools.SlurmError as error:
+        raise UsageError(f"Slurm does not answer: {error}",
+                         "Check that Slurm runs here (sinfo), or use --executor local") from None
+
+
+def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
+    try:
+        sql = dj.pending_sql(table, restrictions)
+    except Exception as error:
+        raise UsageError(f"Invalid restriction: {dj.server_message(error)}",
+                         "Restrictions are SQL conditions on the key_source, "
+                         "e.g. -r \"session_date > '2024-01-01'\"") from None
+    try:
+        ctx.ledger.check_pending(sql)
+    except Exception as error:
+        shown = "; ".join(restrictions) or "(none)"
+        raise UsageError(f"The database rejected the restriction {shown}: "
+                         f"{dj.server_message(error)}",
+                         "Fix the SQL condition (attribute names, quotes)") from None
+    return sql
+
+
+def run_dir_for(ctx: Context, run_id: int | str) -> Path:
+    """Scripts and logs of one run; named by ledger too, as run numbers are per ledger."""
+    return Path(ctx.settings.run_dir).expanduser() / f"{ctx.ledger.schema}-run-{run_id}"
+
+
+def _chunking(settings: Settings, placement: Placement) -> Callable[[int], list[plan.Chunk]]:
+    """How a number of keys is split into chunks, for this placement and these settings."""
+    local = placement.executor in ("local", "debug")
+    parallel_default = (placement.max_parallel or executors.default_parallel()) if local else None
+
+    def chunks(n_keys: int) -> list[plan.Chunk]:
+        size = plan.chunk_size(n_keys, size=settings.chunk_size, tasks=settings.tasks,
+                               parallel_default=parallel_default)
+        return plan.split(n_keys, size)
+
+    return chunks
+
+
+def _launch(ctx: Context, placement: Placement, run_id: int | None, run_dir: Path | str,
+            workdir: str, chunks: Sequence[ChunkRecord]) -> Launch:
+    s = ctx.settings
+    return Launch(run_id=run_id, run_dir=str(run_dir), workdir=workdir, chunks=chunks,
+                  ledger_schema=ctx.ledger.schema, resources=placement.resources,
+                  max_parallel=placement.max_parallel, max_array_size=placement.max_array_size,
+                  python=s.python, signal_delay=s.signal_delay, max_requeues=s.requeue)
+
+
+def dry_run(ctx: Context, prepared: Prepared) -> Submission:
+    n_keys, held = ctx.ledger.count_pending(prepared.pending_sql, prepared.table.full_table_name,
+                                            prepared.key_attrs)
+    placement = prepared.placement
+    chunks = _chunking(ctx.settings, placement)(n_keys)
+    preview = ""
+    if chunks:
+        records = [ChunkRecord(run_id=0, chunk=c.chunk, attempt=1, lo=c.lo, hi=c.hi,
+                               state=ChunkState.QUEUED) for c in chunks]
+        launch = _launch(ctx, placement, None, run_dir_for(ctx, "N"), str(Path.cwd()), records)
+        preview = executors.get(placement.executor).preview(launch)
+    return Submission(run_id=None, target=prepared.target.ref,
+                      table=prepared.table.full_table_name, keys=n_keys, held=held,
+                      chunks=chunks, placement=placement, preview=preview,
+                      warnings=prepared.warnings)
+
+
+def submit(ctx: Context, prepared: Prepared) -> Submission:
+    """Record the run and start its tasks; all or nothing."""
+    s = ctx.settings
+    ledger = ctx.ledger
+    placement = prepared.placement
+    run_settings = {
+        "restrictions": prepared.restrictions, "resources": placement.resources.to_json(),
+        "max_parallel": placement.max_parallel, "profile": s.profile, "requeue": s.requeue,
+        "signal_delay": s.signal_delay, "python": s.python,
+        "max_array_size": placement.max_array_size,
+    }
+    run, held = ledger.record_run(
+        target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
+        table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
+        executor=placement.executor, settings=run_settings,
+        run_dir=str(Path(s.run_dir).expanduser()), db_user=dj.db_user(ctx.conn),
+        pending_sql=prepared.pending_sql, plan=_chunking(s, placement))
+    base = Submission(run_id=None, target=prepared.target.ref,
+                      table=prepared.table.full_table_name, keys=0, held=held,
+                      placement=placement, warnings=prepared.warnings)
+    if run is None:
+        return base
+    chunks = ledger.chunks(run.run_id)
+    run_dir = run_dir_for(ctx, run.run_id)
+    try:
+        executors.make_run_dir(run_dir)
+        ledger.set_run(run.run_id, run_dir=str(run_dir), state=RunPhase.ACTIVE)
+        jobs = _start(ctx, placement, replace(run, run_dir=str(run_dir)), chunks)
+    except BaseException:
+        ledger.delete_run(run.run_id)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return replace(base, run_id=run.run_id, keys=run.n_keys, chunks=_plan_chunks(chunks),
+                   jobs=jobs, run_dir=str(run_dir))
+
+
+def _plan_chunks(chunks: Sequence[ChunkRecord]) -> list[plan.Chunk]:
+    return [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
+
+
+def _start(ctx: Context, placement: Placement, run: RunRecord,
+           chunks: Sequence[ChunkRecord]) -> list[str]:
+    """Hand the chunks to the executor and record their job ids; the scheduler's ids back."""
+    executor = executors.get(placement.executor)
+    jobs = executor.submit(_launch(ctx, placement, run.run_id, run.run_dir, run.workdir, chunks))
+    ctx.ledger.set_jobs(run.run_id, jobs)
+    return executor.job_ids(jobs)
+
+
+# --- following a run -------------------------------------------------------------
+
+
+def find_run(ctx: Context, run_id: int) -> RunRecord:
+    """The run's record, or a one-line error naming the ledger."""
+    return ctx.ledger.run(run_id)
+
+
+def status_of(ctx: Context, run_id: int, ask_slurm: bool = True) -> RunReport:
+    return status.refresh(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm)[0]
+
+
+def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0,
+         on_update: Callable[[RunReport], None] | None = None,
+         timeout: float | None = None) -> RunReport:
+    """Block until the run ends; polls the ledger, never submitit's results.
+
+    Tasks report their end to the ledger, so the ledger (cheap) is read every
+    `poll` seconds; Slurm (squeue + sacct, which weigh on a big cluster) only
+    every `slurm_every` seconds, to find tasks that died without reporting.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    asked = -slurm_every
+    while True:
+        ask = time.monotonic() - asked >= slurm_every
+        asked = time.monotonic() if ask else asked
+        current = status_of(ctx, run_id, ask_slurm=ask)
+        if current.final and not ask:
+            current = status_of(ctx, run_id)  # Slurm's word on cost for the final report
+        if on_update:
+            on_update(current)
+        if current.final:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(poll)
+
+
+def recent_runs(ctx: Context, show_all: bool = False) -> list[RunRecord]:
+    """The runs `djhpc status` shows: this week's (at most 20, else the last 5), and any
+    older run still active."""
+    ledger = ctx.ledger
+    if not ledger.exists():
+        return []
+    if show_all:
+        return ledger.runs()
+    recent = ledger.runs(since=now() - timedelta(days=7), limit=20) or ledger.runs(limit=5)
+    shown = {r.run_id for r in recent}
+    older = [ledger.run(i) for i in ledger.active_run_ids() if i not in shown]
+    return sorted([*recent, *older], key=lambda r: -r.run_id)
+
+
+def overview(ctx: Context, show_all: bool = False) -> Overview:
+    return Overview(runs=status.refresh(ctx.ledger, recent_runs(ctx, show_all)))
+
+
+def run_detail(ctx: Context, run_id: int) -> RunDetail:
+    report = status_of(ctx, run_id)
+    return RunDetail(report=report, errors=status.error_groups(ctx.ledger, [ctx.ledger.run(run_id)]))
+
+
+def table_view(ctx: Context, target_text: str) -> TableView:
+    _, cls = targets.resolve(target_text, ctx.settings.modules)
+    remaining, total = status.table_progress(cls)
+    table = cls().full_table_name
+    return TableView(target=target_text, table=table, remaining=remaining, total=total,
+                     runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table)))
+
+
+def runs_of(ctx: Context, what: str) -> list[RunRecord]:
+    """A RUN_ID's run, or every run of a TARGET's table."""
+    if what.isdigit():
+        return [ctx.ledger.run(int(what))]
+    _, cls = targets.resolve(what, ctx.settings.modules)
+    return ctx.ledger.runs(table_name=cls().full_table_name)
+
+
+def errors(ctx: Context, what: str) -> list[ErrorGroup]:
+    """Errors of a run or a table's runs, grouped, each with its task's log file."""
+    selected = runs_of(ctx, what)
+    by_id = {r.run_id: r for r in selected}
+
+    def log_path(run_id: int, chunk: int) -> Path:
+        run = by_id[run_id]
+        return executors.of(run.executor).log_paths(run, ctx.ledger.chunk(run_id, chunk))[1]
+
+    return status.error_groups(ctx.ledger, selected, log_path=log_path)
+
+
+def log_path(ctx: Context, run_id: int, chunk: int | None, stderr: bool) -> Path:
+    """A task's log: the given chunk's, else the first that went wrong, else the first."""
+    run = ctx.ledger.run(run_id)
+    chunks = ctx.ledger.chunks(run_id)
+    if chunk is None:
+        bad = [c for c in chunks if c.state in
+               (ChunkState.FAILED, ChunkState.LOST, ChunkState.INTERRUPTED)]
+        record = (bad or chunks)[0] if chunks else None
+    else:
+        record = next((c for c in chunks if c.chunk == chunk), None)
+    if record is None:
+        raise UsageError(f"Run {run_id} has no chunk {chunk}", f"See djhpc status {run_id}")
+    out, err = executors.of(run.executor).log_paths(run, record)
+    path = err if stderr else out
+    if not path.exists():
+        raise UsageError(f"No log yet at {path}",
+                         "The task may not have started; see djhpc status " + str(run_id))
+    return path
+
+
+# --- stopping and trying again ------------------------------------------------------
+
+
+def cancel(ctx: Context, run_id: int) -> RunReport:
+    """Stop every task of the run and mark it cancelled; no key stays reserved."""
+    ledger = ctx.ledger
+    run = ledger.run(run_id)
+    before = status_of(ctx, run_id)
+    if before.final:
+        return before  # nothing runs: a finished run keeps its state
+    if run.executor == "local" and run.host != socket.gethostname():
+        raise UsageError(f"Run {run_id}'s processes run on {run.host}",
+                         f"Cancel it there: djhpc cancel {run_id}")
+    active = [c for c in ledger.chunks(run_id) if c.state.active]
+    # The ledger first, so that no task requeues itself or claims a chunk once
+    # it is told to stop; a running task still rolls back its current key.
+    ledger.set_run(run_id, state=RunPhase.CANCELLED, finished=now())
+    ledger.set_chunk_states(run_id, [c.chunk for c in active], ChunkState.CANCELLED)
+    executors.of(run.executor).cancel(run, active)
+    return status_of(ctx, run_id)
+
+
+def retry(ctx: Context, run_id: int) -> Submission:
+    """A new attempt for the run's keys not yet in the table (failed, interrupted, lost)."""
+    ledger = ctx.ledger
+    run = ledger.run(run_id)
+    current = status_of(ctx, run_id)  # observes and reconciles: lost chunks are marked first
+    if current.state in (RunState.QUEUED, RunState.RUNNING):
+        raise UsageError(f"Run {run_id} is still {current.state}",
+                         f"Wait for it (djhpc status {run_id} --watch) or cancel it first")
+    stopping = [c for c in current.chunks if c.task_state in STOPPING_TASK_STATES]
+    if stopping:
+        raise UsageError(f"{len(stopping)} tasks of run {run_id} are still stopping",
+                         "Try again in a minute (djhpc status shows them)")
+    settings = ctx.settings
+    placement = _retry_placement(run, settings)
+    attempt = run.attempts + 1
+    chunks = ledger.repend(run, attempt, _chunking(settings, placement))
+    base = Submission(run_id=run_id, target=run.target, table=run.table_name, keys=0,
+                      placement=placement, run_dir=run.run_dir)
+    if not chunks:
+        return base
+    if placement.executor != run.executor:
+        ledger.set_run(run_id, executor=placement.executor)
+    try:
+        jobs = _start(ctx, placement, replace(run, attempts=attempt, executor=placement.executor),
+                      chunks)
+    except BaseException:
+        ledger.undo_repend(run, attempt)
+        raise
+    return replace(base, keys=sum(c.keys for c in chunks), chunks=_plan_chunks(chunks), jobs=jobs)
+
+
+def _retry_placement(run: RunRecord, settings: Settings) -> Placement:
+    """The run's own executor and resources, with what this retry's flags (or env) change."""
+    executor = run.executor if settings.executor == "auto" else executors.choose(settings.executor)
+    stored = run.settings.get("resources")
+    if isinstance(stored, dict):
+        res = resources.with_changes(Resources.from_json(stored), settings)
+    else:  # a run recorded before resources were kept
+        res = resources.resources(settings)
+    max_parallel = settings.max_parallel
+    if "max_parallel" not in settings.pinned and run.settings.get("max_parallel"):
+        max_parallel = int(run.settings["max_parallel"])
+    return Placement(executor=executor, resources=res, max_parallel=max_parallel,
+                     max_array_size=_max_array_size(settings, executor))
