@@ -1,3 +1,5 @@
+"""`python -m djhpc`: the same as the `djhpc` command."""
+
 from djhpc.cli import main
 
 main()

@@ -39,7 +39,7 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting djhpc reads; each also has a `DJHPC_<NAME>` variable."""
 
@@ -280,7 +280,7 @@ def load_rules(name: str | None, project_dir: Path | None = None) -> Rules:
 # --- all layers together -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sources:
     """Where the settings came from, for `doctor` and error messages."""
 
@@ -318,4 +318,4 @@ def load(
                 merged.pop(other, None)
         merged.update(layer)
     settings = Settings(**merged, pinned=tuple(sorted({*env, *given})))
-    return settings, Sources(project_file, user_file)
+    return settings, Sources(project_file=project_file, user_file=user_file)

@@ -361,7 +361,8 @@ class Ledger:
             if n <= 0:
                 conn.cancel_transaction()
                 return []
-            chunks = [Chunk(c.chunk + int(first_chunk), c.lo + int(base), c.hi + int(base))
+            chunks = [Chunk(chunk=c.chunk + int(first_chunk), lo=c.lo + int(base),
+                            hi=c.hi + int(base))
                       for c in plan(n)]
             self.add_chunks(run.run_id, attempt, chunks)
             self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state=%s, finished=NULL "

@@ -266,7 +266,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
 
 
 def _plan_chunks(chunks: Sequence[ChunkRecord]) -> list[plan.Chunk]:
-    return [plan.Chunk(c.chunk, c.lo, c.hi) for c in chunks]
+    return [plan.Chunk(chunk=c.chunk, lo=c.lo, hi=c.hi) for c in chunks]
 
 
 def _start(ctx: Context, placement: Placement, run: RunRecord,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 MAX_DEFAULT_CHUNK = 1000  # keys; a default chunk never holds more
 DEFAULT_TASKS = 100  # what the default aims for on a cluster
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Chunk:
     chunk: int  # number within the run, unique across attempts
     lo: int  # first key number
@@ -54,12 +55,15 @@ def split(n_keys: int, size: int, first_chunk: int = 0, first_key: int = 0) -> l
     lo = first_key
     for i in range(count):
         hi = lo + base + (1 if i < extra else 0)
-        chunks.append(Chunk(first_chunk + i, lo, hi))
+        chunks.append(Chunk(chunk=first_chunk + i, lo=lo, hi=hi))
         lo = hi
     return chunks
 
 
-def arrays(chunks: Sequence[Chunk], max_array_size: int | None) -> list[list[Chunk]]:
+_C = TypeVar("_C")  # a planned chunk or its ledger record
+
+
+def arrays(chunks: Sequence[_C], max_array_size: int | None) -> list[list[_C]]:
     """Chunks grouped into Slurm arrays no larger than the cluster allows."""
     if not chunks:
         return []

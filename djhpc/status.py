@@ -30,7 +30,7 @@ from djhpc.states import (
 )
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class KeyCounts:
     total: int = 0
     done: int = 0
@@ -167,16 +167,17 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
                  stamp: datetime) -> RunReport:
     """The report, from the run's chunks, what the executors saw, and the done counts."""
     latest = [c for c in chunks if c.attempt == run.attempts]
-    keys = KeyCounts(total=run.n_keys, done=sum(done_first.values()))
-    keys.remaining = keys.total - keys.done
     chunk_views = []
     for c in latest:
         done = done_latest.get(c.chunk, 0)
         error = min(c.n_error, c.keys - done)
-        keys.error += error
-        if c.state == ChunkState.RUNNING:
-            keys.reserved += max(0, c.keys - done - error)
         chunk_views.append(_chunk_view(c, views.get((run.run_id, c.chunk)), done, error, stamp))
+    done = sum(done_first.values())
+    keys = KeyCounts(
+        total=run.n_keys, done=done, remaining=run.n_keys - done,
+        error=sum(v.error for v in chunk_views),
+        reserved=sum(max(0, v.keys - v.done - v.error) for v in chunk_views
+                     if v.state == ChunkState.RUNNING))
     state = run_state(run, latest, keys)
     task_counts = Counter(v.task_state or "unknown" for v in chunk_views)
 
@@ -331,7 +332,7 @@ def error_pattern(message: str) -> str:
     return first
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ErrorGroup:
     message: str  # the pattern shared by the group's messages
     example: str  # the first message as it was
@@ -355,21 +356,19 @@ LogPath = Callable[[int, int], Path | None]  # (run_id, chunk) -> the task's std
 def group_errors(rows: Sequence[ErrorRow], log_path: LogPath | None = None,
                  examples: int = 3) -> list[ErrorGroup]:
     """Errors grouped by message pattern, most frequent first."""
-    groups: dict[str, ErrorGroup] = {}
+    by_pattern: dict[str, list[ErrorRow]] = {}
     for row in rows:
-        pattern = error_pattern(row.message)
-        group = groups.get(pattern)
-        if group is None:
-            log = log_path(row.run_id, row.chunk) if log_path else None
-            group = groups[pattern] = ErrorGroup(
-                message=pattern, example=row.message, count=0, keys=[], chunk=row.chunk,
-                run_id=row.run_id, attempts=[], log=str(log) if log else None, stack=row.stack)
-        group.count += 1
-        if row.attempt not in group.attempts:
-            group.attempts.append(row.attempt)
-        if len(group.keys) < examples:
-            group.keys.append(row.key)
-    return sorted(groups.values(), key=lambda g: -g.count)
+        by_pattern.setdefault(error_pattern(row.message), []).append(row)
+    groups = []
+    for pattern, members in by_pattern.items():
+        first = members[0]  # the group points at its first error's task and log
+        log = log_path(first.run_id, first.chunk) if log_path else None
+        groups.append(ErrorGroup(
+            message=pattern, example=first.message, count=len(members),
+            keys=[m.key for m in members[:examples]], chunk=first.chunk, run_id=first.run_id,
+            attempts=list(dict.fromkeys(m.attempt for m in members)),
+            log=str(log) if log else None, stack=first.stack))
+    return sorted(groups, key=lambda g: -g.count)
 
 
 def error_groups(ledger: Ledger, runs: Sequence[RunRecord],

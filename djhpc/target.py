@@ -21,7 +21,7 @@ from djhpc import dj
 from djhpc.errors import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     module: str
     name: str
@@ -31,7 +31,7 @@ class Target:
     def from_ref(cls, ref: str, paths: Sequence[str] = ()) -> Target:
         """The target recorded as `module:Class` (see `ref`)."""
         module, _, name = ref.partition(":")
-        return cls(module, name, tuple(paths))
+        return cls(module=module, name=name, paths=tuple(paths))
 
     @property
     def ref(self) -> str:
@@ -62,18 +62,18 @@ def parse(text: str, modules: Sequence[str] = (), cwd: Path | None = None) -> li
             path = (cwd / left).resolve()
             if not path.is_file():
                 raise UsageError(f"No such file: {left}", "Check the path before the ':'")
-            return [Target(path.stem, name, (str(path.parent),))]
-        return [Target(left, name, here)]
+            return [Target(module=path.stem, name=name, paths=(str(path.parent),))]
+        return [Target(module=left, name=name, paths=here)]
     if "." in text:
         module, _, name = text.rpartition(".")
-        return [Target(module, name, here)]
+        return [Target(module=module, name=name, paths=here)]
     if not modules:
         raise UsageError(
             f"Cannot tell where table {text!r} is defined",
             "Write it as module.Table or module:Table, or list your modules under "
             "`modules:` in djhpc.yaml",
         )
-    return [Target(module, text, here) for module in modules]
+    return [Target(module=module, name=text, paths=here) for module in modules]
 
 
 def resolve(text: str, modules: Sequence[str] = (), cwd: Path | None = None) -> tuple[Target, Any]:

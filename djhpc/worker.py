@@ -46,7 +46,7 @@ class Interrupted(BaseException):
     """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChunkTask:
     """The pickled payload of one task: names and numbers, never credentials."""
 

@@ -26,7 +26,6 @@ from djhpc.errors import UsageError
 from djhpc.executors import GRACE, Launch, Observed, TaskView, never_submitted
 from djhpc.executors import slurm_tools as tools
 from djhpc.ledger import ChunkRecord, RunRecord, now
-from djhpc.plan import Chunk
 from djhpc.resources import Resources, warning_delay
 from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 
@@ -95,9 +94,7 @@ class SlurmExecutor:
             command=executor._submitit_command_str, folder=launch.run_dir, **params))
 
     def submit(self, launch: Launch) -> dict[int, str]:
-        chunks = [Chunk(c.chunk, c.lo, c.hi) for c in launch.chunks]
-        by_number = {c.chunk: c for c in launch.chunks}
-        groups = plan.arrays(chunks, launch.max_array_size)
+        groups = plan.arrays(launch.chunks, launch.max_array_size)
         executor = self._executor(launch)
         jobs: dict[int, str] = {}
         previous: str | None = None
@@ -108,7 +105,7 @@ class SlurmExecutor:
             executor.update_parameters(**params)
             try:
                 submitted = self._submit_array(
-                    executor, [launch.task(by_number[c.chunk], slurm=True) for c in group])
+                    executor, [launch.task(c, slurm=True) for c in group])
             except SubmitRejected:
                 self._cancel_ids(self.job_ids(jobs))
                 raise

@@ -181,9 +181,9 @@ def test_database_connection_killed_mid_run(slow: Project) -> None:
     slow.sql(kill.format(int(victim["connection_id"])))
     report = settled(slow, run_id)
     # The task reconnected and carried on: nothing lost, nothing to retry.
-    if report["state"] != "done":
-        print(slow.djhpc("errors", str(run_id)).stdout, slow.djhpc("logs", str(run_id), "--stderr").stdout[-3000:])
-    assert report["state"] == "done" and report["keys"]["done"] == 24, report
+    assert report["state"] == "done" and report["keys"]["done"] == 24, (
+        report, slow.djhpc("errors", str(run_id)).stdout,
+        slow.djhpc("logs", str(run_id), "--stderr").stdout[-3000:])
     (after,) = chunks(slow, run_id)
     assert after["connection_id"] != victim["connection_id"]
     assert slow.table_rows() == 24

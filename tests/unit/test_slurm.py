@@ -183,18 +183,21 @@ def test_unknown_state_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     ) == 1
 
 
-def test_final_states() -> None:
-    final = {s for s in TaskState if s.final}
-    assert final == {
-        TaskState.COMPLETED,
-        TaskState.FAILED,
-        TaskState.CANCELLED,
-        TaskState.TIMEOUT,
-        TaskState.OUT_OF_MEMORY,
-        TaskState.NODE_FAIL,
-        TaskState.PREEMPTED,
-    }
-    assert not TaskState.UNKNOWN.final
+# The codes squeue(1)/sacct(1) describe as a job's end: the job has terminated
+# and will not run again unless someone acts (requeue, release).
+ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+         "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
+
+
+@pytest.mark.parametrize(("short", "long"), DOCUMENTED_STATES)
+def test_a_task_is_final_exactly_when_slurm_says_it_ended(short: str, long: str) -> None:
+    # Waiting on a task that has ended would never return; giving up on one that
+    # still runs would call it lost: both follow from this one property.
+    assert slurm.task_state(long).final is (long in ENDED)
+
+
+def test_an_unknown_state_is_not_final() -> None:
+    assert not slurm.task_state("FROBNICATED").final
 
 
 def test_states_serialise_as_lowercase_strings() -> None:

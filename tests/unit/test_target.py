@@ -11,9 +11,9 @@ from djhpc.errors import UsageError
 
 def test_forms(tmp_path: Path) -> None:
     (tmp_path / "pipe.py").write_text("")
-    assert target.parse("pkg.mod.T", cwd=tmp_path) == [target.Target("pkg.mod", "T", (str(tmp_path),))]
-    assert target.parse("pkg.mod:T", cwd=tmp_path) == [target.Target("pkg.mod", "T", (str(tmp_path),))]
-    assert target.parse("pipe.py:T", cwd=tmp_path) == [target.Target("pipe", "T", (str(tmp_path),))]
+    assert target.parse("pkg.mod.T", cwd=tmp_path) == [target.Target(module="pkg.mod", name="T", paths=(str(tmp_path),))]
+    assert target.parse("pkg.mod:T", cwd=tmp_path) == [target.Target(module="pkg.mod", name="T", paths=(str(tmp_path),))]
+    assert target.parse("pipe.py:T", cwd=tmp_path) == [target.Target(module="pipe", name="T", paths=(str(tmp_path),))]
     assert [t.module for t in target.parse("T", modules=["a", "b"], cwd=tmp_path)] == ["a", "b"]
 
 

@@ -1,0 +1,49 @@
+"""The worker's signal handling: stop between keys, or interrupt the key in time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from djhpc.worker import Interrupted, StopSignal
+
+
+def test_a_signal_between_keys_only_asks_to_stop() -> None:
+    before = signal.getsignal(signal.SIGUSR2)
+    with StopSignal(usr2_grace=5) as stop:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.05)
+        assert stop.requested == "SIGUSR2"
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGUSR2"  # the first reason is kept
+    assert signal.getsignal(signal.SIGUSR2) is before  # handlers restored
+
+
+def test_sigterm_inside_a_key_interrupts_at_once() -> None:
+    with StopSignal(usr2_grace=5) as stop, pytest.raises(Interrupted, match="SIGTERM"):
+        stop.in_key = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+
+def test_usr2_inside_a_key_leaves_the_grace_time_then_interrupts() -> None:
+    start = time.monotonic()
+    with StopSignal(usr2_grace=0.3) as stop, pytest.raises(Interrupted, match="no time left"):
+        stop.in_key = True
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(5)
+    assert 0.25 < time.monotonic() - start < 3
+
+
+def test_a_key_that_ends_within_the_grace_time_is_not_interrupted() -> None:
+    with StopSignal(usr2_grace=0.5) as stop:
+        stop.in_key = True
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.05)
+        stop.in_key = False  # the key finished; the worker cancels the timer
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        time.sleep(0.6)
+        assert stop.requested == "SIGUSR2"
