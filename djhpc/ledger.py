@@ -22,7 +22,7 @@ import logging
 import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -124,9 +124,18 @@ class Ledger:
         return self.has_table("run")
 
     def create(self) -> None:
-        """Create the schema and tables if missing; say which names are allowed if we may not."""
+        """Create the schema and tables if missing; say which names are allowed if we may not.
+
+        Under a lock and checked again inside it: several first submits at once
+        must not race each other's DDL.
+        """
         if self.exists():
             return
+        with self._lock(f"djhpc-ledger:{self.schema}", f"creating the ledger {self.schema}"):
+            if not self.exists():
+                self._create()
+
+    def _create(self) -> None:
         d = self.d
         ts, text = d.timestamp, d.long_text
         statements = [
@@ -249,13 +258,15 @@ class Ledger:
         """
         d = self.d
         keys_table = self.keys_table_name(table_name, key_attrs)
-        self.ensure_keys_table(keys_table, pending_sql, key_attrs)  # DDL: before the transaction
         cols = ", ".join(d.q(a) for a in key_attrs)
         qcols = ", ".join(f"q.{d.q(a)}" for a in key_attrs)
         conn = self.conn
         # The lock before the transaction: its snapshot must see what a
         # submit that held the lock before us committed.
         with self._planning_lock(table_name):
+            # DDL under the lock (no two submits create the table at once) and
+            # before the transaction (MySQL's DDL would commit it).
+            self.ensure_keys_table(keys_table, pending_sql, key_attrs)
             held, n_held = "", 0
             held_sql = self.held(keys_table, key_attrs, "q")
             if held_sql:
@@ -302,15 +313,19 @@ class Ledger:
             return int(self.sql(statement + " RETURNING run_id", row).fetchone()[0])
         return int(self.sql(statement, row).lastrowid)
 
-    @contextmanager
-    def _planning_lock(self, table_name: str) -> Iterator[None]:
+    def _planning_lock(self, table_name: str) -> AbstractContextManager[None]:
         """Serialise planning per target, so two submits never plan the same key."""
-        name = f"djhpc:{table_name}"[:64]
+        return self._lock(f"djhpc:{table_name}", f"planning {table_name}")
+
+    @contextmanager
+    def _lock(self, name: str, doing: str) -> Iterator[None]:
+        """A server-wide named lock (the session's, so it outlives transactions)."""
+        name = name[:64]  # MySQL's limit for lock names
         if self.d.postgres:
             self.sql("SELECT pg_advisory_lock(hashtext(%s))", (name,))
         elif self.sql("SELECT GET_LOCK(%s, 300)", (name,)).fetchone()[0] != 1:
-            raise UsageError(f"Another submit of {table_name} has been planning for 5 minutes",
-                             "Wait for it to finish, then submit again")
+            raise UsageError(f"Another djhpc has been {doing} for 5 minutes",
+                             "Wait for it to finish, then try again")
         try:
             yield
         finally:

@@ -135,3 +135,23 @@ def test_two_submits_at_once_split_the_keys(project: Project) -> None:
     assert sum(o["keys"] for o in runs) == 24  # every key planned once, by one of them
     assert all(o["status"]["keys"]["error"] == 0 for o in runs)
     assert project.table_rows() == 24
+
+
+def test_four_first_submits_at_once_on_a_fresh_ledger(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "6")  # 24 keys; no ledger yet
+    # A dry run writes nothing: the ledger stays fresh. It lets DataJoint 2.x settle
+    # the new schemas' lineage first, which concurrent first imports can race on.
+    assert project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")["keys"] == 24
+    assert project.ledger_runs() == 0
+    command = [str(BIN / "djhpc"), "submit", "MyTable", "-e", "local", "--json"]
+    four = [subprocess.Popen(command, cwd=project.workdir, env=project.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    results = [(p.communicate(timeout=300), p.returncode) for p in four]
+    for (out, err), code in results:
+        assert code == 0, err  # creating the ledger and the keys table raced before
+    planned = [json.loads(out) for (out, _), _ in results]
+    assert sum(o["keys"] for o in planned) == 24
+    for o in planned:
+        if o["run_id"] is not None:
+            project.djhpc("cancel", str(o["run_id"]))
