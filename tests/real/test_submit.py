@@ -148,7 +148,7 @@ def test_four_first_submits_at_once_on_a_fresh_ledger(project: Project) -> None:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(4)]
     results = [(p.communicate(timeout=300), p.returncode) for p in four]
-    for (out, err), code in results:
+    for (_, err), code in results:
         assert code == 0, err  # creating the ledger and the keys table raced before
     planned = [json.loads(out) for (out, _), _ in results]
     assert sum(o["keys"] for o in planned) == 24
