@@ -533,6 +533,8 @@ def record_run(ctx: Any, prepared: Any, chunk_size: int | None = None) -> tuple[
         executor=prepared.placement.executor, settings={"restrictions": prepared.restrictions},
         run_dir=ctx.settings.run_dir, db_user=dj.db_user(ctx.conn),
         pending_sql=prepared.pending_sql, plan=chunks)
+    if run is not None:  # submitted, as far as the benchmark's readers are concerned
+        ctx.ledger.set_run(run.run_id, state="active")
     return run, int(held)
 
 

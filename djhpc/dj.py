@@ -132,13 +132,6 @@ class Dialect:
         """SQL for this session's connection id (as the process list shows it)."""
         return "pg_backend_pid()" if self.postgres else "CONNECTION_ID()"
 
-    @property
-    def live_connections(self) -> str:
-        """Ids of every open connection to the server."""
-        if self.postgres:
-            return "SELECT pid FROM pg_stat_activity"
-        return "SELECT ID FROM information_schema.PROCESSLIST"
-
     def bucket(self, expr: str, bounds: Sequence[int]) -> str:
         """1-based index of the last of the ascending `bounds` <= expr (0 if none).
 
@@ -168,6 +161,25 @@ def connection() -> Any:
             except Exception as retry_error:
                 error = retry_error
         raise connection_error(error) from None
+
+
+def separate_connection() -> Any:
+    """A connection of its own, configured like the shared one (a task's heartbeat uses it)."""
+    dj = _datajoint()
+    config = dj.config
+    return dj.Connection(config["database.host"], config["database.user"],
+                         config["database.password"], use_tls=config["database.use_tls"])
+
+
+def keep_session(conn: Any) -> None:
+    """Let a task's session idle for as long as one make() may take.
+
+    MySQL closes a session idle for `wait_timeout` (8 hours by default) and a
+    make() may not touch the database for longer; PostgreSQL keeps idle
+    sessions by default.
+    """
+    if not dialect(conn).postgres:
+        conn.query("SET SESSION wait_timeout = 604800")  # a week
 
 
 def connection_error(error: BaseException) -> UsageError:
@@ -356,5 +368,6 @@ def reconnect(conn: Any) -> None:
         conn.query("SELECT 1")
     except Exception:
         conn.connect()
+        keep_session(conn)
     if hasattr(conn, "_in_transaction"):
         conn._in_transaction = False  # the server rolled back what was open

@@ -288,7 +288,7 @@ class Ledger:
                     return None, n_held
                 self.add_chunks(run_id, 1, plan(inserted))
                 self.sql(f"UPDATE {self.t('run')} SET n_keys=%s, state=%s WHERE run_id=%s",
-                         (inserted, RunPhase.ACTIVE, run_id))
+                         (inserted, RunPhase.SUBMITTING, run_id))
                 conn.commit_transaction()
             except BaseException:
                 if conn.in_transaction:
@@ -381,7 +381,7 @@ class Ledger:
                       for c in plan(n)]
             self.add_chunks(run.run_id, attempt, chunks)
             self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state=%s, finished=NULL "
-                     "WHERE run_id=%s", (attempt, RunPhase.ACTIVE, run.run_id))
+                     "WHERE run_id=%s", (attempt, RunPhase.SUBMITTING, run.run_id))
             conn.commit_transaction()
         except BaseException:
             if conn.in_transaction:
@@ -397,8 +397,8 @@ class Ledger:
                      (run.run_id, min(c.lo for c in chunks)))
         self.sql(f"DELETE FROM {self.t('chunk')} WHERE run_id=%s AND attempt=%s",
                  (run.run_id, attempt))
-        self.sql(f"UPDATE {self.t('run')} SET attempts=%s WHERE run_id=%s",
-                 (attempt - 1, run.run_id))
+        self.sql(f"UPDATE {self.t('run')} SET attempts=%s, state=%s WHERE run_id=%s",
+                 (attempt - 1, RunPhase.ACTIVE, run.run_id))
 
     def delete_run(self, run_id: int) -> None:
         """Remove every trace of a run that could not be submitted."""
@@ -420,7 +420,8 @@ class Ledger:
         """Runs with a queued or running chunk, however old."""
         rows = self.sql(f"SELECT DISTINCT c.run_id FROM {self.t('chunk')} AS c JOIN "
                         f"{self.t('run')} AS r ON r.run_id = c.run_id WHERE c.state IN "
-                        f"({_listed(ACTIVE_CHUNK_STATES)}) AND r.state = '{RunPhase.ACTIVE}'"
+                        f"({_listed(ACTIVE_CHUNK_STATES)}) AND r.state IN "
+                        f"({_listed((RunPhase.SUBMITTING, RunPhase.ACTIVE))})"
                         ).fetchall()
         return [int(r[0]) for r in rows]
 
@@ -441,6 +442,8 @@ class Ledger:
         return [_run_record(r) for r in self.sql(statement, args).fetchall()]
 
     def set_run(self, run_id: int, **values: Any) -> None:
+        if "settings" in values:
+            values["settings"] = json.dumps(values["settings"], default=str)
         sets = ", ".join(f"{k}=%s" for k in values)
         self.sql(f"UPDATE {self.t('run')} SET {sets} WHERE run_id=%s", (*values.values(), run_id))
 
@@ -472,13 +475,6 @@ class Ledger:
         """This session's id, as the server's process list shows it."""
         return int(self.sql(f"SELECT {self.d.connection_id}").fetchone()[0])
 
-    def live_connections(self) -> set[int] | None:
-        """Ids of every open connection; None when we may not see the process list."""
-        try:
-            return {int(r[0]) for r in self.sql(self.d.live_connections).fetchall()}
-        except Exception:
-            return None
-
     def claim(self, run_id: int, chunk: int, *, job_id: str | None, host: str, pid: int,
               connection_id: int) -> bool:
         """Take a queued chunk for this task: one atomic UPDATE, so one task wins."""
@@ -490,6 +486,11 @@ class Ledger:
             (ChunkState.RUNNING, job_id, host, pid, connection_id, stamp, stamp, run_id, chunk,
              ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
+
+    def beat(self, run_id: int, chunk: int) -> None:
+        """A running chunk's task is alive (a hint for people; liveness asks the executor)."""
+        self.sql(f"UPDATE {self.t('chunk')} SET heartbeat=%s WHERE run_id=%s AND chunk=%s "
+                 "AND state=%s", (now(), run_id, chunk, ChunkState.RUNNING))
 
     def report(self, run_id: int, chunk: int, *, n_done: int, n_error: int,
                state: ChunkState | None = None, requeue: bool = False) -> None:

@@ -8,6 +8,7 @@ is either recorded and submitted whole or not at all.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import time
@@ -24,7 +25,7 @@ from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import ChunkRecord, Ledger, RunRecord, default_schema, now
 from djhpc.resources import Resources
-from djhpc.states import STOPPING_TASK_STATES, ChunkState, RunPhase, RunState
+from djhpc.states import STOPPING_TASK_STATES, ChunkState, RunPhase
 from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "restrictions": prepared.restrictions, "resources": placement.resources.to_json(),
         "max_parallel": placement.max_parallel, "profile": s.profile, "requeue": s.requeue,
         "signal_delay": s.signal_delay, "python": s.python,
-        "max_array_size": placement.max_array_size,
+        "max_array_size": placement.max_array_size, "submitter_pid": os.getpid(),
     }
     run, held = ledger.record_run(
         target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
@@ -255,7 +256,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
     run_dir = run_dir_for(ctx, run.run_id)
     try:
         executors.make_run_dir(run_dir)
-        ledger.set_run(run.run_id, run_dir=str(run_dir), state=RunPhase.ACTIVE)
+        ledger.set_run(run.run_id, run_dir=str(run_dir))
         jobs = _start(ctx, placement, replace(run, run_dir=str(run_dir)), chunks)
     except BaseException:
         ledger.delete_run(run.run_id)
@@ -271,11 +272,21 @@ def _plan_chunks(chunks: Sequence[ChunkRecord]) -> list[plan.Chunk]:
 
 def _start(ctx: Context, placement: Placement, run: RunRecord,
            chunks: Sequence[ChunkRecord]) -> list[str]:
-    """Hand the chunks to the executor and record their job ids; the scheduler's ids back."""
+    """Hand the chunks to the executor; the scheduler's job ids back.
+
+    Job ids are recorded as the scheduler accepts each array, and the run is
+    `submitting` until the last one is: a status meanwhile never takes a
+    chunk still waiting for its array for one whose submit died.
+    """
     executor = executors.get(placement.executor)
-    jobs = executor.submit(_launch(ctx, placement, run.run_id, run.run_dir, run.workdir, chunks))
-    ctx.ledger.set_jobs(run.run_id, jobs)
-    return executor.job_ids(jobs)
+
+    def accepted(jobs: dict[int, str], last: bool) -> None:
+        ctx.ledger.set_jobs(run.run_id, jobs)
+        if last:
+            ctx.ledger.set_run(run.run_id, state=RunPhase.ACTIVE)
+
+    launch = _launch(ctx, placement, run.run_id, run.run_dir, run.workdir, chunks)
+    return executor.job_ids(executor.submit(launch, accepted))
 
 
 # --- following a run -------------------------------------------------------------
@@ -414,7 +425,7 @@ def retry(ctx: Context, run_id: int) -> Submission:
     ledger = ctx.ledger
     run = ledger.run(run_id)
     current = status_of(ctx, run_id)  # observes and reconciles: lost chunks are marked first
-    if current.state in (RunState.QUEUED, RunState.RUNNING):
+    if not current.final:
         raise UsageError(f"Run {run_id} is still {current.state}",
                          f"Wait for it (djhpc status {run_id} --watch) or cancel it first")
     stopping = [c for c in current.chunks if c.task_state in STOPPING_TASK_STATES]
@@ -429,11 +440,11 @@ def retry(ctx: Context, run_id: int) -> Submission:
                       placement=placement, run_dir=run.run_dir)
     if not chunks:
         return base
-    if placement.executor != run.executor:
-        ledger.set_run(run_id, executor=placement.executor)
+    settings_now = {**run.settings, "submitter_pid": os.getpid()}
+    ledger.set_run(run_id, executor=placement.executor, settings=settings_now)
     try:
-        jobs = _start(ctx, placement, replace(run, attempts=attempt, executor=placement.executor),
-                      chunks)
+        jobs = _start(ctx, placement, replace(run, attempts=attempt, executor=placement.executor,
+                                              settings=settings_now), chunks)
     except BaseException:
         ledger.undo_repend(run, attempt)
         raise

@@ -1,48 +1,36 @@
 """Whether a chunk's task can still finish it, and marking the ones that cannot as lost.
 
-Two kinds of evidence meet here: what the executor sees of the task
-(`executors.TaskView`: the scheduler's state, a process that is gone) and
-what the ledger shows (the task's heartbeat and database connection). The
-executor's word wins when it has one; the ledger's silence counts only when
-the executor cannot tell.
+Only evidence counts: the executor must say that the task is gone (Slurm: it
+ended, or neither squeue nor sacct knows it; a local or debug task: its
+process is gone or is another program now). Silence never does: a make() may
+run for hours without a word, and its database connection may drop and come
+back meanwhile. The task's heartbeat and connection id in the ledger are
+hints for people, not grounds for declaring it lost.
 
-`reconcile` is the one step that writes: `djhpc status` and `retry` call it
-explicitly before they count.
+`reconcile` is the one step that writes: `djhpc status`, `--wait` and `retry`
+call it explicitly before they count.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 
 from djhpc.executors import Observed, TaskView
-from djhpc.ledger import ChunkRecord, Ledger, RunRecord, now
+from djhpc.ledger import ChunkRecord, Ledger, RunRecord
 from djhpc.states import ChunkState
-from djhpc.worker import FLUSH_SECONDS
-
-# How long a task may stay silent, with its database connection gone, before
-# its chunk counts as lost: a live task reconnects and reports within this.
-SILENCE = timedelta(seconds=max(60.0, 6 * FLUSH_SECONDS))
 
 
-def lost_reason(chunk: ChunkRecord, view: TaskView | None, connections: set[int] | None,
-                stamp: datetime) -> str | None:
-    """Why an active chunk's task can no longer finish it; None while it can."""
-    if not chunk.state.active:
+def lost_reason(chunk: ChunkRecord, view: TaskView | None) -> str | None:
+    """Why an active chunk's task can no longer finish it; None while it can, or while
+    nobody can tell."""
+    if not chunk.state.active or view is None or view.alive:
         return None
-    if view is not None and (view.gone or view.alive):
-        return view.gone
-    if chunk.state == ChunkState.RUNNING:
-        silent = chunk.heartbeat is None or stamp - chunk.heartbeat > SILENCE
-        gone = connections is not None and chunk.connection_id not in connections
-        if gone and silent:
-            return "The task's database connection is gone and it stopped reporting"
-    return None
+    return view.gone
 
 
-def reconcile(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
-              connections: set[int] | None) -> list[ChunkRecord]:
+def reconcile(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord],
+              views: Observed) -> list[ChunkRecord]:
     """Mark chunks whose task is gone as lost, with the reason in the error history.
 
     Returns the chunks as they are now. A cancelled run is left alone: its
@@ -50,10 +38,9 @@ def reconcile(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord], vie
     """
     if run.cancelled:
         return list(chunks)
-    stamp = now()
     current = []
     for c in chunks:
-        reason = lost_reason(c, views.get((run.run_id, c.chunk)), connections, stamp)
+        reason = lost_reason(c, views.get((run.run_id, c.chunk)))
         if reason and ledger.set_chunk_states(run.run_id, [c.chunk], ChunkState.LOST,
                                               only_from=(c.state,)):
             left = c.keys - c.n_done - c.n_error

@@ -26,11 +26,13 @@ class _Text(str, Enum):
 
 class RunPhase(_Text):
     RECORDING = "recording"  # keys and chunks being written; invisible to status
-    ACTIVE = "active"
+    SUBMITTING = "submitting"  # recorded; its arrays are being handed to the scheduler
+    ACTIVE = "active"  # every task submitted
     CANCELLED = "cancelled"
 
 
 class RunState(_Text):
+    SUBMITTING = "submitting"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

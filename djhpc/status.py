@@ -26,6 +26,7 @@ from djhpc.states import (
     COUNTED_CHUNK_STATES,
     TASK_STATE_OF_CHUNK,
     ChunkState,
+    RunPhase,
     RunState,
 )
 
@@ -113,11 +114,9 @@ def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = Tru
     chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
     pairs = [(run, c) for run in runs for c in chunks[run.run_id]]
     views = executors.observe(pairs, ask_scheduler=ask_scheduler)
-    running = any(c.state == ChunkState.RUNNING for _, c in pairs)
-    connections = ledger.live_connections() if running else None
     reports = []
     for run in runs:
-        current = liveness.reconcile(ledger, run, chunks[run.run_id], views, connections)
+        current = liveness.reconcile(ledger, run, chunks[run.run_id], views)
         reports.append(count(ledger, run, current, views))
     return reports
 
@@ -152,6 +151,8 @@ def count(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord],
 def run_state(run: RunRecord, latest: Sequence[ChunkRecord], keys: KeyCounts) -> RunState:
     if run.cancelled:
         return RunState.CANCELLED
+    if run.state == RunPhase.SUBMITTING:
+        return RunState.SUBMITTING
     if any(c.state.active for c in latest):
         started = any(c.state != ChunkState.QUEUED or c.started for c in latest)
         return RunState.RUNNING if started else RunState.QUEUED

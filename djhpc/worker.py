@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from djhpc.target import Target
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0  # how often a task reports progress
+HEARTBEAT_SECONDS = 30.0  # how often it says it is alive while one make() runs long
 TRANSIENT_RETRIES = 3  # per key, for deadlocks, lock waits and lost connections
 SIGTERM_GRACE = 0.0  # Slurm kills KillWait (often 30 s) after SIGTERM: stop at once
 USR2_MARGIN = 20.0  # seconds kept back from the warning signal's lead time
@@ -74,6 +76,7 @@ class Outcome:
     claimed: bool = True
     state: str = ChunkState.DONE  # a ChunkState, or "skipped" when not claimed
     requeue: bool = False  # ask Slurm to run this task again
+    cancelled: bool = False  # the run was cancelled when the task stopped
 
     def to_json(self) -> dict[str, Any]:
         return {"done": self.done, "errors": self.errors, "state": str(self.state),
@@ -122,7 +125,9 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
     os.chdir(task.workdir)
     if task.workdir not in sys.path:
         sys.path.insert(0, task.workdir)
-    ledger = Ledger(dj.connection(), task.ledger_schema)
+    conn = dj.connection()
+    dj.keep_session(conn)
+    ledger = Ledger(conn, task.ledger_schema)
     lease = Lease.claim(ledger, task.run_id, task.chunk, job_id=_slurm_task_id(task),
                         host=socket.gethostname(), pid=os.getpid())
     if lease is None:
@@ -130,7 +135,8 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
                     "nothing to do", task.chunk, task.run_id)
         return Outcome(claimed=False, state="skipped").to_json()
     try:
-        outcome = _populate_chunk(task, lease)
+        with Heartbeat(task.ledger_schema, task.run_id, task.chunk):
+            outcome = _populate_chunk(task, lease)
     except BaseException as error:
         # Anything that escapes (an import error, a lost ledger) fails the chunk
         # with its reason on record rather than leaving it "running".
@@ -138,10 +144,42 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
         _safe(lambda: lease.add_errors([failure]))
         _safe(lambda: lease.report(n_done=0, n_error=0, state=ChunkState.FAILED))
         raise
-    if outcome.requeue and not _requeue_self():
-        # Slurm would not take the task back: leave the keys to `djhpc retry`.
-        _safe(lambda: lease.release(ChunkState.INTERRUPTED, only_from=(ChunkState.QUEUED,)))
     return outcome.to_json()
+
+
+class Heartbeat:
+    """Moves the chunk's heartbeat while its task runs, even inside an hours-long make().
+
+    On a connection of its own, opened at the first beat (short chunks never
+    open it), so it neither waits for make() nor touches its transaction.
+    """
+
+    def __init__(self, ledger_schema: str, run_id: int, chunk: int,
+                 every: float = HEARTBEAT_SECONDS) -> None:
+        self.ledger_schema, self.run_id, self.chunk, self.every = (
+            ledger_schema, run_id, chunk, every)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="djhpc-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        ledger: Ledger | None = None
+        while not self._stop.wait(self.every):
+            try:
+                ledger = ledger or Ledger(dj.separate_connection(), self.ledger_schema)
+                ledger.beat(self.run_id, self.chunk)
+            except Exception as error:  # the next beat opens a new connection
+                log.warning("Heartbeat not recorded: %s", error)
+                ledger = None
+        if ledger is not None:
+            _safe(ledger.conn.close)
 
 
 def _slurm_task_id(task: ChunkTask) -> str | None:
@@ -197,17 +235,23 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
                 _with_reconnect(table, flush)
                 last_flush = time.monotonic()
         if outcome.interrupted:
-            state = _hand_back(task, lease, outcome, stop.requested or "a signal", len(rows))
+            signal_name = stop.requested or "a signal"
+            state = _hand_back(task, lease, outcome, signal_name)
             _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
+            outcome.state = state
+            what = _after_hand_back(lease, outcome)
+            left = len(rows) - outcome.done - outcome.errors
+            message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
+            log.warning(message)
+            _safe(lambda: lease.add_errors([({}, message, "")]))
         else:
             state = ChunkState.FAILED if outcome.errors else ChunkState.DONE
             _with_reconnect(table, lambda: flush(state))
-        outcome.state = state
+            outcome.state = state
     return outcome
 
 
-def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str,
-               n_keys: int) -> ChunkState:
+def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str) -> ChunkState:
     """Decide what becomes of a stopped chunk's remaining keys.
 
     Under Slurm, within the requeue budget, the chunk is queued again: after
@@ -216,15 +260,26 @@ def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str
     cancelled one is found lost by `status`. Otherwise the keys wait for
     `djhpc retry`. A cancelled run is never requeued.
     """
-    cancelled = _safe(lease.run_cancelled, default=True)
-    again = bool(lease.job_id) and not cancelled and lease.chunk.requeues < task.max_requeues
+    outcome.cancelled = _safe(lease.run_cancelled, default=True)
+    again = (bool(lease.job_id) and not outcome.cancelled
+             and lease.chunk.requeues < task.max_requeues)
     outcome.requeue = again and signal_name == "SIGUSR2"
-    left = n_keys - outcome.done - outcome.errors
-    what = ("requeued" if again else "cancelled" if cancelled else "left for `djhpc retry`")
-    message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
-    log.warning(message)
-    _safe(lambda: lease.add_errors([({}, message, "")]))
     return ChunkState.QUEUED if again else ChunkState.INTERRUPTED
+
+
+def _after_hand_back(lease: Lease, outcome: Outcome) -> str:
+    """Requeue this task if that was decided; say what became of the keys, as it happened."""
+    if outcome.state == ChunkState.INTERRUPTED:
+        return "cancelled" if outcome.cancelled else "left for `djhpc retry`"
+    if not outcome.requeue:  # SIGTERM: only Slurm knows whether it will run the task again
+        return ("handed back: Slurm requeues a preempted task; a cancelled one is found lost "
+                "and left for `djhpc retry`")
+    if _requeue_self():
+        return "requeued: Slurm runs this task again"
+    # Slurm would not take the task back: leave the keys to `djhpc retry`.
+    _safe(lambda: lease.release(ChunkState.INTERRUPTED, only_from=(ChunkState.QUEUED,)))
+    outcome.state = ChunkState.INTERRUPTED
+    return "left for `djhpc retry` (Slurm refused the requeue)"
 
 
 def _make(table: Any, key: dict[str, Any]) -> BaseException | None:

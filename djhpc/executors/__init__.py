@@ -13,14 +13,15 @@ This module stays light (no submitit, no worker at import) so that
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from djhpc.errors import UsageError
-from djhpc.states import TaskState
+from djhpc.states import RunPhase, TaskState
 
 if TYPE_CHECKING:
     from djhpc.executors.slurm_tools import TaskInfo
@@ -32,6 +33,13 @@ NAMES = ("auto", "slurm", "local", "debug")
 # How long a run may go without job ids before its submitting command counts
 # as gone, and how long Slurm may forget a queued task before it counts as lost.
 GRACE = timedelta(seconds=60)
+# A submission from another host (whose process we cannot see) that takes longer
+# than this has died with its command.
+SUBMIT_TIMEOUT = timedelta(hours=1)
+
+# Called with each batch of job ids the scheduler accepted, as it accepts them;
+# `last` once every chunk has its task.
+Accepted = Callable[[dict[int, str], bool], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,8 +96,10 @@ class Executor(Protocol):
     def preview(self, launch: Launch) -> str:
         """What would be submitted (a script, a command), for --dry-run."""
 
-    def submit(self, launch: Launch) -> dict[int, str]:
-        """Start the tasks; returns each chunk's job id (may be empty)."""
+    def submit(self, launch: Launch, on_accepted: Accepted) -> dict[int, str]:
+        """Start the tasks, telling `on_accepted` as the scheduler takes them; returns
+        each chunk's job id (may be empty). Stopped halfway (an error, Ctrl-C), it
+        cancels what was accepted before it raises."""
 
     def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
                 ask_scheduler: bool = True) -> Observed:
@@ -174,8 +184,20 @@ def observe(chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
 
 
 def never_submitted(run: RunRecord, chunk: ChunkRecord, stamp: datetime) -> str | None:
-    """A chunk still without a job id long after its run was recorded: its submit died."""
-    if chunk.job_id or stamp - run.created <= GRACE:
+    """Why a chunk without a job id will never get a task: its submission is over, or
+    the command submitting it is gone. None while it may still get one."""
+    if chunk.job_id:
+        return None
+    if run.state == RunPhase.SUBMITTING:
+        pid = run.settings.get("submitter_pid")
+        if run.host == socket.gethostname() and isinstance(pid, int):
+            from djhpc.executors.local import alive
+
+            if alive(pid):
+                return None
+        elif stamp - run.created <= SUBMIT_TIMEOUT:
+            return None
+    elif stamp - run.created <= GRACE:
         return None
     return "The task was never submitted (the submitting command was stopped)"
 

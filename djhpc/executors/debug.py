@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from djhpc import dj
 from djhpc.errors import UsageError
-from djhpc.executors import Launch, Observed, TaskView
+from djhpc.executors import Accepted, Launch, Observed, TaskView
+from djhpc.executors.local import alive
 from djhpc.ledger import ChunkRecord, Ledger, RunRecord
 from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 from djhpc.worker import run_chunk
@@ -26,7 +29,8 @@ class DebugExecutor:
     def preview(self, launch: Launch) -> str:
         return f"{len(launch.chunks)} chunks, one after another, in this process"
 
-    def submit(self, launch: Launch) -> dict[int, str]:
+    def submit(self, launch: Launch, on_accepted: Accepted) -> dict[int, str]:
+        on_accepted({}, True)  # nothing to wait for: the chunks run here, now
         # The run is recorded and started by now: whatever happens in a chunk
         # is that chunk's outcome (the worker records it), not a failed submit.
         for n, chunk in enumerate(launch.chunks):
@@ -50,9 +54,16 @@ class DebugExecutor:
 
     def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
                 ask_scheduler: bool = True) -> Observed:
-        """Nothing runs once `submit` has returned: the ledger says it all."""
-        return {(run.run_id, c.chunk): TaskView(state=TASK_STATE_OF_CHUNK[c.state])
-                for run, c in chunks}
+        """A chunk runs in the process that submitted it: alive while that process is."""
+        here = socket.gethostname()
+        views: Observed = {}
+        for run, c in chunks:
+            view = TaskView(state=TASK_STATE_OF_CHUNK[c.state])
+            if c.state == ChunkState.RUNNING and c.pid and (c.host or run.host) == here:
+                view = (replace(view, alive=True) if alive(c.pid) else
+                        replace(view, gone=f"The process {c.pid} that ran it is gone"))
+            views[(run.run_id, c.chunk)] = view
+        return views
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
         """Nothing runs once `submit` has returned."""

@@ -19,11 +19,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from djhpc.executors import Launch, Observed, TaskView, default_parallel, never_submitted
+from djhpc.executors import (
+    Accepted,
+    Launch,
+    Observed,
+    TaskView,
+    default_parallel,
+    never_submitted,
+)
 from djhpc.ledger import ChunkRecord, RunRecord, now
 from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 
 RUNNER_LOG = "local-runner.log"
+TASK_MARK = "djhpc"  # in the command line of every runner and task process (and `djhpc debug`)
 PREFIX = "local-"  # job id of a chunk: "local-<pid of its runner>"
 
 
@@ -55,13 +63,19 @@ class LocalExecutor:
         return (f"{len(launch.chunks)} local processes, at most {parallel} at once, "
                 f"logs in {launch.run_dir}")
 
-    def submit(self, launch: Launch) -> dict[int, str]:
+    def submit(self, launch: Launch, on_accepted: Accepted) -> dict[int, str]:
         log = Path(launch.run_dir) / RUNNER_LOG
         with open(log, "ab") as out:
             runner = subprocess.Popen(self._command(launch), stdout=out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
                                       cwd=launch.workdir)
-        return {c.chunk: f"{PREFIX}{runner.pid}" for c in launch.chunks}
+        jobs = {c.chunk: f"{PREFIX}{runner.pid}" for c in launch.chunks}
+        try:
+            on_accepted(jobs, True)
+        except BaseException:
+            os.killpg(runner.pid, signal.SIGTERM)  # the run is being removed: stop its tasks
+            raise
+        return jobs
 
     def job_ids(self, jobs: dict[int, str]) -> list[str]:
         return []  # no scheduler: nothing for the user to look up
@@ -77,10 +91,10 @@ class LocalExecutor:
             view = TaskView(state=state, gone=never_submitted(run, c, stamp))
             if runner is not None and (c.host or run.host) == here:
                 if c.state == ChunkState.QUEUED:
-                    view = (TaskView(state=state, alive=True) if alive(runner) else
+                    view = (TaskView(state=state, alive=True) if alive(runner, TASK_MARK) else
                             TaskView(state=state, gone="The local runner is gone"))
                 elif c.state == ChunkState.RUNNING and c.pid:
-                    view = (TaskView(state=state, alive=True) if alive(c.pid) else
+                    view = (TaskView(state=state, alive=True) if alive(c.pid, TASK_MARK) else
                             TaskView(state=state, gone=f"Task process {c.pid} is gone"))
             views[(run.run_id, c.chunk)] = view
         return views
@@ -97,12 +111,18 @@ class LocalExecutor:
         return folder / f"chunk-{chunk.chunk}.out", folder / f"chunk-{chunk.chunk}.err"
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+def alive(pid: int, mark: str | None = None) -> bool:
+    """True while `pid` runs (and, given `mark`, is still the program whose command
+    line holds it: a reused pid is another program). A zombie counts as gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        if mark is None:
+            return True
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return mark.encode() in cmdline.read()
+    except (FileNotFoundError, IndexError, ProcessLookupError, PermissionError):
         return False
 
 

@@ -23,11 +23,11 @@ from submitit.slurm import slurm as submitit_slurm
 
 from djhpc import plan
 from djhpc.errors import UsageError
-from djhpc.executors import GRACE, Launch, Observed, TaskView, never_submitted
+from djhpc.executors import GRACE, Accepted, Launch, Observed, TaskView, never_submitted
 from djhpc.executors import slurm_tools as tools
 from djhpc.ledger import ChunkRecord, RunRecord, now
 from djhpc.resources import Resources, warning_delay
-from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
+from djhpc.states import TASK_STATE_OF_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +93,28 @@ class SlurmExecutor:
         return str(submitit_slurm._make_sbatch_string(
             command=executor._submitit_command_str, folder=launch.run_dir, **params))
 
-    def submit(self, launch: Launch) -> dict[int, str]:
+    def submit(self, launch: Launch, on_accepted: Accepted) -> dict[int, str]:
         groups = plan.arrays(launch.chunks, launch.max_array_size)
         executor = self._executor(launch)
         jobs: dict[int, str] = {}
         previous: str | None = None
-        for group in groups:
-            params = self.parameters(launch, len(group))
-            if previous and launch.max_parallel:
-                params["dependency"] = f"afterany:{previous}"
-            executor.update_parameters(**params)
-            try:
+        try:
+            for n, group in enumerate(groups, 1):
+                params = self.parameters(launch, len(group))
+                if previous and launch.max_parallel:
+                    params["dependency"] = f"afterany:{previous}"
+                executor.update_parameters(**params)
                 submitted = self._submit_array(
                     executor, [launch.task(c, slurm=True) for c in group])
-            except SubmitRejected:
-                self._cancel_ids(self.job_ids(jobs))
-                raise
-            for chunk, job in zip(group, submitted, strict=True):
-                jobs[chunk.chunk] = job
-            previous = array_of(submitted[0])
+                accepted = {c.chunk: job for c, job in zip(group, submitted, strict=True)}
+                jobs.update(accepted)
+                on_accepted(accepted, n == len(groups))
+                previous = array_of(submitted[0])
+        except BaseException:
+            # Rejected, interrupted (Ctrl-C) or failed halfway: nothing of the run
+            # may go on running once the run is removed.
+            self._cancel_ids(self.job_ids(jobs))
+            raise
         return jobs
 
     def job_ids(self, jobs: dict[int, str]) -> list[str]:
@@ -141,8 +144,8 @@ class SlurmExecutor:
         fallback = TASK_STATE_OF_CHUNK[chunk.state]
         if not chunk.job_id:
             return TaskView(state=fallback, gone=never_submitted(run, chunk, stamp))
-        forgotten = (tasks is not None and chunk.state == ChunkState.QUEUED
-                     and stamp - run.created > GRACE)
+        # Neither squeue nor sacct knows it (and accounting has had time to catch up).
+        forgotten = tasks is not None and stamp - run.created > GRACE
         return TaskView(state=fallback,
                         gone=f"Slurm no longer knows task {chunk.job_id}" if forgotten else None)
 

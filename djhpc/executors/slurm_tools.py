@@ -483,8 +483,12 @@ def current_task_id() -> str | None:
 
 
 def requeue_current_task() -> bool:
-    """Ask Slurm to run this task again; False outside a Slurm job."""
-    job = os.environ.get("SLURM_JOB_ID")
+    """Ask Slurm to run this task again; False outside a Slurm job.
+
+    By the task's own id ("123_4"): in an array, one task's raw job id equals
+    the array's id, and `scontrol requeue 123` would requeue every task of it.
+    """
+    job = current_task_id()
     if not job:
         return False
     call(["scontrol", "requeue", job])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -24,32 +25,21 @@ def test_finished_chunks_are_never_lost() -> None:
     gone = TaskView(state=TaskState.FAILED, gone="Task 1_0 ended (FAILED)")
     for state in (ChunkState.DONE, ChunkState.FAILED, ChunkState.INTERRUPTED,
                   ChunkState.LOST, ChunkState.CANCELLED):
-        assert liveness.lost_reason(chunk(state=state), gone, set(), later(999)) is None
+        assert liveness.lost_reason(chunk(state=state), gone) is None
 
 
 def test_the_executors_evidence_is_the_reason() -> None:
     view = TaskView(state=TaskState.TIMEOUT, gone="Task 1_0 ended (TIMEOUT)")
-    assert liveness.lost_reason(chunk(state=RUNNING), view, None, later(1)) == (
-        "Task 1_0 ended (TIMEOUT)")
+    assert liveness.lost_reason(chunk(state=RUNNING), view) == "Task 1_0 ended (TIMEOUT)"
 
 
-def test_a_task_seen_alive_is_not_lost_however_silent() -> None:
+def test_silence_alone_never_makes_a_chunk_lost() -> None:
+    # No word for an hour and its connection gone: a long make() looks like this.
     silent = chunk(state=RUNNING, heartbeat=T0, connection_id=5)
+    assert liveness.lost_reason(silent, TaskView(state=TaskState.RUNNING)) is None
+    assert liveness.lost_reason(silent, None) is None  # the executor was not asked
     alive = TaskView(state=TaskState.RUNNING, alive=True)
-    assert liveness.lost_reason(silent, alive, {1, 2}, later(3600)) is None
-
-
-def test_silence_and_a_vanished_connection_make_a_running_chunk_lost() -> None:
-    c = chunk(state=RUNNING, heartbeat=T0, connection_id=5)
-    unknown = TaskView(state=TaskState.RUNNING)
-    reason = "The task's database connection is gone and it stopped reporting"
-    assert liveness.lost_reason(c, unknown, {1, 2}, later(61)) == reason
-    # Either alone is not enough: a live connection, a recent report, or no process list.
-    assert liveness.lost_reason(c, unknown, {5}, later(61)) is None
-    assert liveness.lost_reason(c, unknown, {1, 2}, later(30)) is None
-    assert liveness.lost_reason(c, unknown, None, later(61)) is None
-    # A queued chunk has no connection to lose.
-    assert liveness.lost_reason(chunk(state=QUEUED), unknown, {1}, later(999)) is None
+    assert liveness.lost_reason(silent, alive) is None
 
 
 def _slurm_view(c: object, tasks: dict[str, TaskInfo] | None, seconds: float) -> TaskView:
@@ -73,6 +63,8 @@ def test_slurm_view_of_unlisted_tasks() -> None:
     assert _slurm_view(queued, {}, 30).gone is None  # accounting may lag a fresh submit
     assert _slurm_view(queued, {}, 61).gone == "Slurm no longer knows task 1_0"
     assert _slurm_view(queued, None, 999).gone is None  # Slurm not asked: no evidence
+    running = chunk(state=RUNNING, job_id="1_0")
+    assert _slurm_view(running, {}, 61).gone == "Slurm no longer knows task 1_0"
     never = _slurm_view(chunk(state=QUEUED), {}, 61).gone
     assert never and "never submitted" in never
     assert _slurm_view(chunk(state=QUEUED), {}, 30).gone is None
@@ -82,19 +74,25 @@ def test_local_view_follows_processes_on_this_host() -> None:
     here = socket.gethostname()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    me = os.getpid()
+    me = os.getpid()  # pytest's command line holds no "djhpc": another program's pid
+    task = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "djhpc"])
     r = run(executor="local", host=here)
-    views = LocalExecutor().observe([
-        (r, chunk(0, QUEUED, job_id=f"local-{me}")),
-        (r, chunk(1, QUEUED, job_id=f"local-{dead.pid}")),
-        (r, chunk(2, RUNNING, job_id=f"local-{me}", pid=me, host=here)),
-        (r, chunk(3, RUNNING, job_id=f"local-{me}", pid=dead.pid, host=here)),
-        (r, chunk(4, RUNNING, job_id=f"local-{me}", pid=dead.pid, host="elsewhere")),
-    ])
+    try:
+        views = LocalExecutor().observe([
+            (r, chunk(0, QUEUED, job_id=f"local-{task.pid}")),
+            (r, chunk(1, QUEUED, job_id=f"local-{dead.pid}")),
+            (r, chunk(2, RUNNING, job_id=f"local-{task.pid}", pid=task.pid, host=here)),
+            (r, chunk(3, RUNNING, job_id=f"local-{me}", pid=dead.pid, host=here)),
+            (r, chunk(4, RUNNING, job_id=f"local-{me}", pid=dead.pid, host="elsewhere")),
+            (r, chunk(5, RUNNING, job_id=f"local-{me}", pid=me, host=here)),
+        ])
+    finally:
+        task.kill()
     assert views[(7, 0)].alive and views[(7, 2)].alive
     assert views[(7, 1)].gone == "The local runner is gone"
     assert views[(7, 3)].gone == f"Task process {dead.pid} is gone"
     assert views[(7, 4)] == TaskView(state=TaskState.RUNNING)  # another host's: unknown
+    assert views[(7, 5)].gone == f"Task process {me} is gone"  # its pid, reused
 
 
 @pytest.mark.parametrize(("job_id", "owner"), [("123_4", "slurm"), ("123", "slurm"),
@@ -104,3 +102,23 @@ def test_each_executor_knows_its_own_job_ids(job_id: str, owner: str) -> None:
 
     assert executors.owner(run(executor="debug"), chunk(job_id=job_id)).name == owner
     assert executors.owner(run(executor="local"), chunk()).name == "local"
+
+
+def test_a_chunk_waiting_for_its_array_is_not_lost_while_its_submit_runs() -> None:
+    from dataclasses import replace
+
+    from djhpc.executors import never_submitted
+    from djhpc.states import RunPhase
+
+    here = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    submitting = run(state=RunPhase.SUBMITTING, host=here, settings={"submitter_pid": os.getpid()})
+    waiting = chunk(state=QUEUED)
+    assert never_submitted(submitting, waiting, later(3600)) is None  # however long it takes
+    gone = replace(submitting, settings={"submitter_pid": dead.pid})
+    assert "never submitted" in (never_submitted(gone, waiting, later(1)) or "")
+    elsewhere = replace(submitting, host="login2")  # its process cannot be seen from here
+    assert never_submitted(elsewhere, waiting, later(600)) is None
+    assert never_submitted(elsewhere, waiting, later(7200)) is not None
+    assert never_submitted(gone, chunk(job_id="5_0"), later(7200)) is None
