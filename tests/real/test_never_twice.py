@@ -1,0 +1,125 @@
+"""No key is made twice and none is stranded, under the faults that broke that before.
+
+Each test counts how often a key's make() starts (the example's EXAMPLE_MAKE_LOG).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import BIN, POSTGRES, Project, connect, q
+from .test_lifecycle import chunks, wait_for
+
+
+def makes(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.once  # 90 s of one slow key; djhpc and Slurm alone decide it
+@pytest.mark.usefixtures("slurm")
+def test_a_long_make_whose_connection_drops_is_never_lost(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "1")
+    log = project.tmp / "makes.log"
+    env = project.env(EXAMPLE_MAKE_SECONDS="75", EXAMPLE_MAKE_LOG=str(log))
+    one_key = ("-r", "animal_name = 26230")
+    waiting = subprocess.Popen(
+        [str(BIN / "djhpc"), "submit", "MyTable", "-e", "slurm", *one_key, "--wait", "--json"],
+        cwd=project.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = wait_for(lambda: project.sql(
+            f"SELECT MAX(run_id) FROM {q(project.ledger)}.{q('run')}")[0][0], timeout=60)
+        victim = wait_for(lambda: next((c for c in chunks(project, run_id)
+                                        if c["state"] == "running"), None), timeout=120)
+        project.sql(("SELECT pg_terminate_backend({})" if POSTGRES else "KILL {}")
+                    .format(int(victim["connection_id"])))
+        time.sleep(66)  # silent for more than a minute, its connection gone, make() running
+        report = project.djhpc_json("status", str(run_id), env=env)
+        assert [c["state"] for c in report["chunks"]] == ["running"], report
+        again = project.djhpc_json("submit", "MyTable", "-e", "slurm", *one_key, "--dry-run",
+                                   env=env)
+        assert again["keys"] == 0 and again["held_by_other_runs"] == 1
+        out, err = waiting.communicate(timeout=180)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["status"]["state"] == "done"
+    assert len(makes(log)) == 1 and project.table_rows() == 1
+
+
+PIECES = """
+import os, time
+import datajoint as dj
+schema = dj.Schema("{schema}")
+
+@schema
+class Piece(dj.Manual):
+    definition = "piece : int"
+
+@schema
+class Cut(dj.Computed):
+    definition = "-> Piece"
+
+    def make(self, key):
+        with open(os.environ["EXAMPLE_MAKE_LOG"], "a") as log:
+            log.write(str(key["piece"]) + "\\n")
+        # Only the array task whose job id is the array's own outlives its time limit.
+        if os.environ.get("SLURM_JOB_ID") == os.environ.get("SLURM_ARRAY_JOB_ID"):
+            time.sleep(600)
+        self.insert1(key)
+"""
+
+
+@pytest.fixture
+def pieces(project: Project) -> Iterator[Project]:
+    schema = f"{project.prefix}_pieces"
+    (project.workdir / "pieces.py").write_text(PIECES.format(schema=schema))
+    project.python("import json, pieces; pieces.Piece.insert([(i,) for i in range(4)]); "
+                   "print(json.dumps(0))")
+    yield project
+    conn = connect()
+    conn.cursor().execute(f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
+                          else f"DROP DATABASE IF EXISTS {q(schema)}")
+    conn.close()
+
+
+def sacct_states(array: str) -> dict[str, list[str]]:
+    """Every record of every task of the array (-D: requeued runs too), by task."""
+    out = subprocess.run(["sacct", "-D", "-X", "-P", "-n", "-j", array,
+                          "--format=JobID,JobIDRaw,State"], capture_output=True, text=True,
+                         check=True).stdout
+    states: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        job, raw, state = line.split("|")
+        states.setdefault(f"{job}|{raw}", []).append(state.split()[0])
+    return states
+
+
+@pytest.mark.once  # three minutes of Slurm's clock; nothing in it depends on DataJoint
+@pytest.mark.usefixtures("slurm")
+def test_the_task_holding_the_arrays_own_id_requeues_only_itself(pieces: Project) -> None:
+    log = pieces.tmp / "makes.log"
+    env = pieces.env(EXAMPLE_MAKE_LOG=str(log), DJHPC_REQUEUE="1")
+    out = pieces.djhpc_json("submit", "pieces.Cut", "-e", "slurm", "--chunk-size", "1",
+                            "--time", "1", env=env)
+    (array,) = out["jobs"]
+    report = wait_for(lambda: (r := pieces.djhpc_json("status", str(out["run_id"]), env=env))
+                      ["state"] not in ("queued", "running") and r, timeout=300, every=3)
+    states = sacct_states(array)
+    own = [k for k in states if k.split("|")[1] == array]
+    assert len(own) == 1, states
+    for task, seen in states.items():
+        if task in own:
+            assert seen.count("REQUEUED") == 1, states  # by itself, once (DJHPC_REQUEUE=1)
+        else:
+            assert "REQUEUED" not in seen and seen[-1] == "COMPLETED", states
+    made = makes(log)
+    siblings = [m for m in made if made.count(m) == 1]
+    assert len(siblings) == 3, made  # each sibling's key made once, never run again
+    assert report["keys"]["done"] == 3 and report["state"] == "incomplete"
+    assert [c["state"] for c in report["chunks"]].count("interrupted") == 1, report
