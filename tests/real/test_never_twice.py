@@ -6,6 +6,8 @@ Each test counts how often a key's make() starts (the example's EXAMPLE_MAKE_LOG
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -123,3 +125,39 @@ def test_the_task_holding_the_arrays_own_id_requeues_only_itself(pieces: Project
     assert len(siblings) == 3, made  # each sibling's key made once, never run again
     assert report["keys"]["done"] == 3 and report["state"] == "incomplete"
     assert [c["state"] for c in report["chunks"]].count("interrupted") == 1, report
+
+
+@pytest.mark.once  # djhpc and Slurm alone
+@pytest.mark.usefixtures("slurm")
+def test_ctrl_c_during_a_multi_array_submit_leaves_nothing_running(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "3")  # 12 keys: 12 arrays of one task
+    slow = project.tmp / "slowbin"
+    slow.mkdir()
+    (slow / "sbatch").write_text("#!/bin/sh\nsleep 2\nexec /usr/bin/sbatch \"$@\"\n")
+    (slow / "sbatch").chmod(0o755)
+    env = project.env(PATH=f"{slow}:{BIN}:/usr/bin:/bin", EXAMPLE_MAKE_SECONDS="60",
+                      DJHPC_MAX_ARRAY_SIZE="1")
+    # Its own session, so that SIGINT reaches it and its sbatch as a terminal's Ctrl-C would.
+    submit = subprocess.Popen([str(BIN / "djhpc"), "submit", "MyTable", "-e", "slurm",
+                               "--chunk-size", "1", "-y"], cwd=project.workdir, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        def accepted() -> list[str]:
+            try:
+                return [str(c["job_id"]) for c in chunks(project, 1) if c["job_id"]]
+            except Exception:  # no ledger yet
+                return []
+
+        jobs = wait_for(lambda: len(accepted()) >= 3 and accepted(), timeout=120)
+        os.killpg(submit.pid, signal.SIGINT)
+        _, err = submit.communicate(timeout=60)
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+    assert submit.returncode == 130, err
+    assert project.ledger_runs() == 0  # the run is gone...
+    alive = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i %T"],
+                           capture_output=True, text=True).stdout.split()
+    assert not [s for s in alive if s in ("PENDING", "RUNNING")], alive  # ...and so are its arrays
+    assert project.table_rows() == 0
