@@ -8,7 +8,8 @@ Tables:
   the history survives `retry`;
 - `keys_<hash>`: one per target table, the run's keys with the target's own
   column types (copied by the server, so every value round-trips exactly),
-  numbered per run in primary-key order.
+  numbered per run in primary-key order, each flagged *held* while its chunk
+  may still be made (queued or running) so that planning leaves it out.
 
 Keys are computed and recorded by one `INSERT ... SELECT` on the server: they
 never travel through Python when a run is planned.
@@ -34,7 +35,7 @@ from djhpc.states import ACTIVE_CHUNK_STATES, ChunkState, RunPhase
 
 log = logging.getLogger(__name__)
 
-KEY_RUN, KEY_SEQ = "djhpc_run", "djhpc_seq"
+KEY_RUN, KEY_SEQ, KEY_HELD = "djhpc_run", "djhpc_seq", "djhpc_held"
 
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
@@ -202,32 +203,71 @@ class Ledger:
         return f"keys_{digest}"
 
     def ensure_keys_table(self, name: str, pending_sql: str, key_attrs: Sequence[str]) -> None:
-        """A table with the key columns as the server types them, plus run and number."""
+        """A table with the key columns as the server types them, plus run, number and held.
+
+        Called under the planning lock; also brings a keys table of an older
+        djhpc up to date (its `held` flags computed once from the chunks).
+        """
         d = self.d
         if self.has_table(name):
+            if not self._has_held_flag(name):
+                self.sql(f"ALTER TABLE {self.t(name)} ADD COLUMN {KEY_HELD} SMALLINT NOT NULL "
+                         "DEFAULT 1")
+                self.sql(f"UPDATE {self.t(name)} SET {KEY_HELD} = 0 WHERE NOT EXISTS ("
+                         f"{self._held_by_chunks(name)})")
             return
         cols = ", ".join(d.q(a) for a in key_attrs)
         self.sql(f"CREATE TABLE {self.t(name)} AS SELECT {cols} FROM ({pending_sql}) AS q WHERE 1=0")
         self.sql(f"ALTER TABLE {self.t(name)} ADD COLUMN {KEY_RUN} BIGINT NOT NULL DEFAULT 0, "
-                 f"ADD COLUMN {KEY_SEQ} BIGINT NOT NULL DEFAULT 0")
+                 f"ADD COLUMN {KEY_SEQ} BIGINT NOT NULL DEFAULT 0, "
+                 f"ADD COLUMN {KEY_HELD} SMALLINT NOT NULL DEFAULT 1")
         self.sql(f"ALTER TABLE {self.t(name)} ADD PRIMARY KEY ({KEY_RUN}, {KEY_SEQ})")
-        self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols})")
+        self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols}, {KEY_HELD})")
+
+    def _has_held_flag(self, keys_table: str) -> bool:
+        return self.sql("SELECT 1 FROM information_schema.columns WHERE table_schema=%s AND "
+                        "table_name=%s AND column_name=%s",
+                        (self.schema, keys_table, KEY_HELD)).fetchone() is not None
+
+    def _held_by_chunks(self, keys_table: str, alias: str = "") -> str:
+        """SQL: a queued or running chunk of a live run covers the keys row `alias`."""
+        row = f"{alias}." if alias else f"{self.t(keys_table)}."
+        return (f"SELECT 1 FROM {self.t('chunk')} AS hc JOIN {self.t('run')} AS hr "
+                f"ON hr.run_id = hc.run_id WHERE hc.run_id = {row}{KEY_RUN} "
+                f"AND {row}{KEY_SEQ} >= hc.lo AND {row}{KEY_SEQ} < hc.hi "
+                f"AND hc.state IN ({_listed(ACTIVE_CHUNK_STATES)}) "
+                f"AND hr.state <> '{RunPhase.CANCELLED}'")
 
     def held(self, keys_table: str, key_attrs: Sequence[str], outer: str) -> str | None:
         """SQL: the key of row `outer` is held by a queued or running chunk of a live run.
 
         None when no live run holds keys of this table (the usual case), so
-        that planning needs no probe at all then. Correlated on the key columns, so the server probes the keys table's
-        index once per key instead of joining every held key to every chunk.
+        that planning needs no probe at all then. Otherwise one probe of the
+        keys table's (key, held) index per pending key: the flag is kept by
+        the chunks' state changes (`release_keys`), so no join to the chunks.
         """
         if not self.has_table(keys_table) or not self.has_active_chunks(keys_table):
             return None
         on = " AND ".join(f"h.{self.d.q(a)} = {outer}.{self.d.q(a)}" for a in key_attrs)
-        states = _listed(ACTIVE_CHUNK_STATES)
-        return (f"EXISTS (SELECT 1 FROM {self.t(keys_table)} AS h JOIN {self.t('chunk')} AS hc "
-                f"ON hc.run_id = h.{KEY_RUN} AND h.{KEY_SEQ} >= hc.lo AND h.{KEY_SEQ} < hc.hi "
-                f"JOIN {self.t('run')} AS hr ON hr.run_id = hc.run_id "
-                f"WHERE {on} AND hc.state IN ({states}) AND hr.state <> '{RunPhase.CANCELLED}')")
+        if not self._has_held_flag(keys_table):  # an older djhpc's table, not upgraded yet
+            return (f"EXISTS (SELECT 1 FROM {self.t(keys_table)} AS h WHERE {on} AND EXISTS "
+                    f"({self._held_by_chunks(keys_table, 'h')}))")
+        return f"EXISTS (SELECT 1 FROM {self.t(keys_table)} AS h WHERE {on} AND h.{KEY_HELD} = 1)"
+
+    def release_keys(self, run: RunRecord, ranges: Iterable[tuple[int, int]]) -> None:
+        """The keys of chunks that can no longer be made by their task are no longer held."""
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        if not merged or not self._has_held_flag(run.keys_table):
+            return
+        within = " OR ".join([f"({KEY_SEQ} >= %s AND {KEY_SEQ} < %s)"] * len(merged))
+        self.sql(f"UPDATE {self.t(run.keys_table)} SET {KEY_HELD} = 0 "
+                 f"WHERE {KEY_RUN} = %s AND ({within})",
+                 (run.run_id, *[v for pair in merged for v in pair]))
 
     # --- the pending keys -----------------------------------------------------
 
@@ -515,15 +555,23 @@ class Ledger:
 
     def set_chunk_states(self, run_id: int, chunks: Iterable[int], state: ChunkState,
                          only_from: Sequence[ChunkState] = ACTIVE_CHUNK_STATES) -> int:
+        """Move these chunks to `state` if they are in one of `only_from`; how many moved.
+
+        Chunks that can no longer be made (lost, cancelled, ...) release their keys.
+        """
         ids = list(chunks)
         if not ids:
             return 0
-        marks = ", ".join(["%s"] * len(ids))
-        froms = ", ".join(["%s"] * len(only_from))
+        where = (f"WHERE run_id=%s AND chunk IN ({', '.join(['%s'] * len(ids))}) "
+                 f"AND state IN ({', '.join(['%s'] * len(only_from))})")
+        args = (run_id, *ids, *only_from)
+        moving = [] if state.active else self.sql(
+            f"SELECT lo, hi FROM {self.t('chunk')} {where}", args).fetchall()
         cursor = self.sql(
-            f"UPDATE {self.t('chunk')} SET state=%s, finished=COALESCE(finished, %s) "
-            f"WHERE run_id=%s AND chunk IN ({marks}) AND state IN ({froms})",
-            (state, now(), run_id, *ids, *only_from))
+            f"UPDATE {self.t('chunk')} SET state=%s, finished=COALESCE(finished, %s) {where}",
+            (state, now(), *args))
+        if moving:
+            self.release_keys(self.run(run_id), [(int(lo), int(hi)) for lo, hi in moving])
         return int(cursor.rowcount)
 
     def chunk_keys(self, run: RunRecord, chunk: ChunkRecord) -> list[tuple[Any, ...]]:
@@ -635,6 +683,8 @@ class Lease:
             n_done = self.ledger.done_by_chunk(self.run, [self.chunk]).get(self.chunk.chunk, 0)
         self.ledger.report(self.chunk.run_id, self.chunk.chunk, n_done=n_done, n_error=n_error,
                            state=state, requeue=requeue)
+        if state and not state.active:
+            self.ledger.release_keys(self.run, [(self.chunk.lo, self.chunk.hi)])
 
     def release(self, state: ChunkState, only_from: Sequence[ChunkState]) -> None:
         """Set the chunk's state without a progress report (e.g. a requeue Slurm refused)."""

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from .conftest import BIN, Project
+from .conftest import BIN, Project, q
 
 ANALYSED = 640  # units of the 4 analysed animals (5 animals x 4 sessions x 40 units)
 OUTSIDE = 160  # units of the fifth animal: never in the key_source
@@ -155,3 +155,26 @@ def test_four_first_submits_at_once_on_a_fresh_ledger(project: Project) -> None:
     for o in planned:
         if o["run_id"] is not None:
             project.djhpc("cancel", str(o["run_id"]))
+
+
+def test_held_keys_are_released_when_their_chunks_end(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "4")  # 16 keys
+    env = project.env(EXAMPLE_MAKE_SECONDS="30")
+    first = project.djhpc_json("submit", "MyTable", "-e", "local", "-r", "unit_id < 4",
+                               "--max-parallel", "1", env=env)  # 12 keys, held
+    assert project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")[
+        "held_by_other_runs"] == 12
+    # A keys table of an older djhpc has no held flag: planning falls back to the
+    # chunks, and the next submit adds the flag with the right values.
+    (keys_table,) = project.sql(f"SELECT keys_table FROM {q(project.ledger)}.{q('run')}")[0]
+    project.sql(f"ALTER TABLE {q(project.ledger)}.{q(keys_table)} DROP COLUMN djhpc_held")
+    assert project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")[
+        "held_by_other_runs"] == 12
+    second = project.djhpc_json("submit", "MyTable", "-e", "local", "--max-parallel", "1",
+                                env=env)
+    assert (second["keys"], second["held_by_other_runs"]) == (4, 12)
+    for run in (first, second):
+        project.djhpc("cancel", str(run["run_id"]))
+    # Cancelled: nothing is held any more, every key can be planned again.
+    after = project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
+    assert after["held_by_other_runs"] == 0 and after["keys"] == 16 - project.table_rows()
