@@ -220,8 +220,12 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
     and its chunks. With a TARGET: the table's progress and its runs.
     """
     ctx = _context(create=False, require=what is not None)
+    from djhpc import status as st
+
+    # --watch reads the ledger every --interval, but asks Slurm at most every 30 s.
+    poll = st.SlurmPoll() if watch else None
     while True:
-        output, final = _status_once(ctx, what, show_all, as_json)
+        output, final = _status_once(ctx, what, show_all, as_json, poll)
         if not watch:
             click.echo(output)
             return
@@ -232,19 +236,21 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
         time.sleep(interval)
 
 
-def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) -> tuple[str, bool]:
+def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool,
+                 poll: Any = None) -> tuple[str, bool]:
     from djhpc import status as st
 
     if what is None:
         found = _recent_runs(ctx, show_all) if ctx.ledger.exists() else []
-        reports = st.reports(ctx.ledger, found)
+        reports = st.reports(ctx.ledger, found, poll=poll)
         if as_json:
-            return json.dumps({"runs": [r.to_json(with_chunks=False) for r in reports]},
+            return json.dumps({"runs": [r.to_json(with_chunks=False) for r in reports],
+                               "billing": st.billing_totals(reports)},
                               indent=2, default=str), all(r.final for r in reports)
         return render.runs(reports), all(r.final for r in reports)
     run_id = _run_id(what)
     if run_id is not None:
-        report = runs.status_of(ctx, run_id)
+        report = runs.status_of(ctx, run_id, poll=poll)
         if as_json:
             return json.dumps(report.to_json(), indent=2, default=str), report.final
         groups = st.error_groups(ctx.ledger, [ctx.ledger.run(run_id)])
@@ -254,11 +260,12 @@ def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) 
     _, cls = targets.resolve(what, ctx.settings.modules)
     remaining, total = st.table_progress(cls)
     table_runs = ctx.ledger.runs(table_name=cls().full_table_name)
-    reports = st.reports(ctx.ledger, table_runs)
+    reports = st.reports(ctx.ledger, table_runs, poll=poll)
     if as_json:
         return json.dumps({"target": what, "table": cls().full_table_name,
                            "progress": {"remaining": remaining, "total": total},
-                           "runs": [r.to_json(with_chunks=False) for r in reports]},
+                           "runs": [r.to_json(with_chunks=False) for r in reports],
+                           "billing": st.billing_totals(reports)},
                           indent=2, default=str), all(r.final for r in reports)
     return render.target_view(what, remaining, total, reports), all(r.final for r in reports)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from djhpc import dj, executors, plan, profile, slurm
+from djhpc import backoff, dj, executors, plan, profile, slurm
 from djhpc import target as targets
 from djhpc.config import Settings, Sources
 from djhpc.errors import UsageError
@@ -30,7 +30,7 @@ from djhpc.ledger import (
     default_schema,
     now,
 )
-from djhpc.status import RunReport, reports
+from djhpc.status import RunReport, SlurmPoll, reports
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,9 @@ def _start(ctx: Context, prepared: Prepared, run: RunRecord,
 # --- following a run -------------------------------------------------------------
 
 
-def status_of(ctx: Context, run_id: int, ask_slurm: bool = True) -> RunReport:
-    return reports(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm)[0]
+def status_of(ctx: Context, run_id: int, ask_slurm: bool = True,
+              poll: SlurmPoll | None = None) -> RunReport:
+    return reports(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm, poll)[0]
 
 
 def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0,
@@ -294,8 +295,11 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     asked = -slurm_every
+    started = time.monotonic()
     while True:
-        ask = time.monotonic() - asked >= slurm_every
+        # Runs of hours are asked about less often (backoff.slurm_interval).
+        every = backoff.slurm_interval(time.monotonic() - started, slurm_every)
+        ask = time.monotonic() - asked >= every
         asked = time.monotonic() if ask else asked
         current = status_of(ctx, run_id, ask_slurm=ask)
         if current.final and not ask:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
+from djhpc import backoff
+from djhpc.allocation import billing_units
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -66,7 +69,19 @@ def _text(out: str | bytes | None) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
+class TransientSlurmError(SlurmError, backoff.Transient):
+    """The controller was busy or unreachable: the same command may work later."""
+
+
 def run(
+    cmd: list[str], *, timeout: float = 60.0, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run one Slurm client command, again after a pause while the controller is busy."""
+    return backoff.retrying(lambda: _run_once(cmd, timeout=timeout, check=check), cmd[0],
+                            lambda error: isinstance(error, TransientSlurmError))
+
+
+def _run_once(
     cmd: list[str], *, timeout: float = 60.0, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run one Slurm client command; the only place this package starts one."""
@@ -97,6 +112,10 @@ def run(
         raise SlurmError(
             f"could not start {name}: {exc}. Check the Slurm client installation", command=cmd
         ) from exc
+    if proc.returncode != 0 and backoff.is_transient(proc.stderr):
+        error = _failed(proc)
+        raise TransientSlurmError(str(error), command=error.command, returncode=proc.returncode,
+                                  stdout=proc.stdout, stderr=proc.stderr)
     if check and proc.returncode != 0:
         raise _failed(proc)
     return proc
@@ -215,6 +234,8 @@ class TaskInfo:
     timelimit_s: float | None = None
     start: str | None = None
     end: str | None = None
+    billing: float | None = None  # billing units (sacct AllocTRES billing=)
+    reason: str | None = None  # why a pending task waits (squeue %r)
 
 
 _ARRAY = re.compile(r"(?P<base>\d+)_\[(?P<spec>[^\]]*)\]")
@@ -297,16 +318,21 @@ def _field(text: str) -> str | None:
 # Raw (seconds / minutes) columns where sacct has them: no time format to guess.
 SACCT_FORMAT = (
     "JobID,State,ExitCode,NodeList,ElapsedRaw,AllocCPUS,TotalCPU,CPUTimeRAW,MaxRSS,ReqMem,"
-    "TimelimitRaw,Start,End"
+    "TimelimitRaw,Start,End,AllocTRES"
 )
 SACCT_FIELDS = tuple(SACCT_FORMAT.split(","))
 
 
-def _rows(text: str, fields: tuple[str, ...], source: str) -> Iterable[dict[str, str]]:
+def _rows(text: str, fields: tuple[str, ...], source: str,
+          optional: int = 0) -> Iterable[dict[str, str]]:
+    # `optional`: trailing fields added later (AllocTRES, Reason) that output
+    # captured with the older format lacks; they read as empty.
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         values = line.split("|")
+        if len(fields) - optional <= len(values) < len(fields):
+            values += [""] * (len(fields) - len(values))
         if len(values) != len(fields):
             log.warning(
                 "skipping %s line %d: %d fields, expected %d: %r",
@@ -352,6 +378,7 @@ def _sacct_task(row: dict[str, str]) -> TaskInfo:
         timelimit_s=None if limit_min is None else limit_min * 60.0,
         start=_field(row["Start"]),
         end=_field(row["End"]),
+        billing=billing_units(row["AllocTRES"]),
     )
 
 
@@ -359,7 +386,7 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
     """Tasks in `sacct -P -n --format=SACCT_FORMAT` output, step rows merged into their task."""
     tasks: dict[str, TaskInfo] = {}
     steps: list[tuple[str, str, dict[str, str]]] = []
-    for row in _rows(text, SACCT_FIELDS, "sacct"):
+    for row in _rows(text, SACCT_FIELDS, "sacct", optional=1):
         task_id, _, step = row["JobID"].strip().partition(".")
         if step:
             steps.append((task_id, step, row))  # merged below: steps may precede their task
@@ -380,8 +407,9 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
     return tasks
 
 
-SQUEUE_FIELDS = ("JobID", "State", "NodeList", "Time", "TimeLimit", "CPUs", "MinMemory", "Start")
-SQUEUE_FORMAT = "%i|%T|%N|%M|%l|%C|%m|%S"
+SQUEUE_FIELDS = ("JobID", "State", "NodeList", "Time", "TimeLimit", "CPUs", "MinMemory", "Start",
+                 "Reason")
+SQUEUE_FORMAT = "%i|%T|%N|%M|%l|%C|%m|%S|%r"
 
 
 def parse_squeue(text: str) -> dict[str, TaskInfo]:
@@ -391,7 +419,7 @@ def parse_squeue(text: str) -> dict[str, TaskInfo]:
     asked for memory per CPU, per node otherwise. `query` replaces it with sacct's total.
     """
     tasks: dict[str, TaskInfo] = {}
-    for row in _rows(text, SQUEUE_FIELDS, "squeue"):
+    for row in _rows(text, SQUEUE_FIELDS, "squeue", optional=1):
         info = TaskInfo(
             job_id=row["JobID"].strip(),
             state=task_state(row["State"]),
@@ -402,6 +430,7 @@ def parse_squeue(text: str) -> dict[str, TaskInfo]:
             req_mem_mb=_maybe(parse_memory_mb, row["MinMemory"]),
             timelimit_s=_maybe(parse_duration, row["TimeLimit"]),
             start=_field(row["Start"]),
+            reason=_field(row["Reason"]),
         )
         tasks.update(_expanded(info.job_id, info, "squeue"))
     return tasks
@@ -458,7 +487,8 @@ def query(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
             merged[task_id] = info
         elif not (done.state.final and info.state is TaskState.RUNNING):
             # squeue's %m is per CPU for --mem-per-cpu jobs; sacct's ReqMem is the total.
-            merged[task_id] = dataclasses.replace(info, req_mem_mb=done.req_mem_mb)
+            merged[task_id] = dataclasses.replace(info, req_mem_mb=done.req_mem_mb,
+                                                  billing=done.billing)
     return merged
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from djhpc import dj, slurm
+from djhpc import backoff, dj, slurm
+from djhpc.allocation import explain_reason
 from djhpc.executors.local import alive
 from djhpc.ledger import (
     ACTIVE_STATES,
@@ -102,6 +104,9 @@ class RunReport:
     efficiency: Efficiency
     hints: list[str]
     chunks: list[ChunkView] = field(default_factory=list)
+    # Billing units x elapsed hours, from sacct; None where Slurm does not bill (local runs).
+    billing_hours: float | None = None
+    account: str | None = None
 
     @property
     def final(self) -> bool:
@@ -278,7 +283,8 @@ def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
         state=state, keys=keys, tasks=dict(task_counts), core_hours=round(core_hours, 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=efficiency, hints=_hints(efficiency, state), chunks=views)
+        efficiency=efficiency, hints=_hints(efficiency, state) + allocation_hints(run, run_tasks),
+        chunks=views, billing_hours=billing_hours(run_tasks), account=run_account(run))
 
 
 def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
@@ -292,6 +298,42 @@ def _core_hours(chunks: Sequence[ChunkRecord], tasks: Sequence[TaskInfo]) -> flo
         return sum(t.cpu_time_s or 0.0 for t in tasks) / 3600
     # Local runs: one core per task for as long as it ran.
     return sum(_elapsed(c.started, c.finished) or 0.0 for c in chunks) / 3600
+
+
+def billing_hours(tasks: Sequence[TaskInfo]) -> float | None:
+    """What the tasks cost in the site's billing units x hours (sacct's own figures)."""
+    billed = [t for t in tasks if t.billing is not None and t.elapsed_s is not None]
+    if not billed:
+        return None
+    return round(sum((t.billing or 0.0) * (t.elapsed_s or 0.0) for t in billed) / 3600, 4)
+
+
+def run_account(run: RunRecord) -> str | None:
+    resources = run.settings.get("resources") if isinstance(run.settings, dict) else None
+    return resources.get("account") if isinstance(resources, dict) else None
+
+
+def allocation_hints(run: RunRecord, tasks: Sequence[TaskInfo]) -> list[str]:
+    """Pending tasks that wait for quota, explained once per reason."""
+    hints = []
+    for reason in sorted({t.reason for t in tasks if t.reason and t.state is TaskState.PENDING}):
+        text = explain_reason(reason, run_account(run))
+        if text:
+            hints.append(text)
+    return hints
+
+
+def billing_totals(reports: Sequence[RunReport]) -> dict[str, dict[str, float]]:
+    """Billing hours summed per table and per account, over runs that have them."""
+    by_table: dict[str, float] = {}
+    by_account: dict[str, float] = {}
+    for r in reports:
+        if r.billing_hours is None:
+            continue
+        by_table[r.table] = round(by_table.get(r.table, 0.0) + r.billing_hours, 4)
+        account = r.account or "(default)"
+        by_account[account] = round(by_account.get(account, 0.0) + r.billing_hours, 4)
+    return {"by_table": by_table, "by_account": by_account}
 
 
 def _rate(keys: KeyCounts, started: datetime | None,
@@ -328,10 +370,40 @@ def _hints(eff: Efficiency, state: str) -> list[str]:
     return hints
 
 
-def reports(ledger: Ledger, runs: Sequence[RunRecord], ask_slurm: bool = True) -> list[RunReport]:
+@dataclass
+class SlurmPoll:
+    """Slurm's answer for repeated refreshes (`status --watch`), asked for sparingly.
+
+    Slurm is asked at most every `backoff.slurm_interval` seconds (30 s, more
+    for runs of hours); in between, its last answer stands, while the ledger is
+    read afresh on every refresh.
+    """
+
+    floor: float = backoff.MIN_SLURM_INTERVAL
+    asked_at: float | None = None
+    tasks: dict[str, TaskInfo] | None = None
+    clock: Any = time.monotonic
+
+    def answer(self, chunks: Sequence[ChunkRecord], runs: Sequence[RunRecord]) -> dict[str, TaskInfo] | None:
+        oldest = min((r.created for r in runs), default=None)
+        age = (now() - oldest).total_seconds() if oldest else 0.0
+        due = self.asked_at is None or (
+            self.clock() - self.asked_at >= backoff.slurm_interval(age, self.floor))
+        if due:
+            self.tasks = slurm_tasks(chunks)
+            self.asked_at = self.clock()
+        return self.tasks
+
+
+def reports(ledger: Ledger, runs: Sequence[RunRecord], ask_slurm: bool = True,
+            poll: SlurmPoll | None = None) -> list[RunReport]:
     """Reports for several runs, with one Slurm query for all of them (if asked)."""
     chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
-    tasks = slurm_tasks(c for cs in chunks.values() for c in cs) if ask_slurm else None
+    every = [c for cs in chunks.values() for c in cs]
+    if poll is not None:
+        tasks = poll.answer(every, runs)
+    else:
+        tasks = slurm_tasks(every) if ask_slurm else None
     connections = live_connections(ledger) if any(
         c.state == RUNNING for cs in chunks.values() for c in cs) else None
     return [report(ledger, run, chunks[run.run_id], tasks, connections) for run in runs]

@@ -20,7 +20,7 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from djhpc import plan, slurm
+from djhpc import backoff, plan, slurm
 from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import ChunkRecord, RunRecord
@@ -69,8 +69,8 @@ class SlurmExecutor:
                 params["dependency"] = f"afterany:{previous}"
             executor.update_parameters(**params)
             try:
-                submitted = self._submit_array(executor, [launch.task(by_number[c.chunk])
-                                                          for c in group])
+                submitted = self._submit_array_retrying(
+                    executor, [launch.task(by_number[c.chunk]) for c in group])
             except SubmitRejected:
                 self._cancel_ids(sorted({j.split("_")[0] for j in jobs.values()}))
                 raise
@@ -78,6 +78,18 @@ class SlurmExecutor:
                 jobs[chunk.chunk] = job
             previous = submitted[0].split("_")[0]
         return jobs
+
+    def _submit_array_retrying(self, executor: submitit.SlurmExecutor,
+                               tasks: list[Any]) -> list[str]:
+        """`_submit_array`, again after a pause while the controller is too busy to take it.
+
+        sbatch refuses a job outright when it is wrong (a bad account) and says
+        so; a busy controller answers with a time-out or "Resource temporarily
+        unavailable" instead, and then the same array is submitted again.
+        """
+        return backoff.retrying(
+            lambda: self._submit_array(executor, tasks), "sbatch",
+            lambda error: isinstance(error, SubmitRejected) and backoff.is_transient(str(error)))
 
     def _submit_array(self, executor: submitit.SlurmExecutor, tasks: list[Any]) -> list[str]:
         stderr = io.StringIO()  # submitit prints sbatch's complaints; we report them once
