@@ -76,6 +76,9 @@ class Settings:
     slurm: dict[str, Any] = field(
         default_factory=dict, metadata=_help("extra sbatch options, e.g. {constraint: skylake}")
     )
+    quota_warn: float = field(
+        default=0.25, metadata=_help("warn when a run may use more than this share of the quota left")
+    )
 
     # Settings given by the environment or the command line: these beat the
     # per-table overrides of a config file, as the precedence promises.
@@ -94,7 +97,7 @@ RESOURCE_KEYS = ("partition", "account", "qos", "time", "mem", "cpus", "gpus", "
 def _kind(name: str) -> str:
     """The shape of a field's value, read from its annotation."""
     annotation = str(FIELDS[name].type)
-    for kind in ("list", "dict", "int"):
+    for kind in ("list", "dict", "int", "float"):
         if annotation.startswith(kind):
             return kind
     return "str"
@@ -127,6 +130,14 @@ def coerce(name: str, value: Any, where: str) -> Any:
         if number < 0 or (number == 0 and name in ("chunk_size", "tasks", "max_parallel", "cpus")):
             raise bad
         return number
+    if kind == "float":
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if isinstance(value, bool) or not share >= 0:  # also NaN
+            raise bad
+        return share
     if kind == "list":
         if isinstance(value, str):
             return [part.strip() for part in value.replace(",", "\n").splitlines() if part.strip()]
@@ -148,7 +159,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
 
 
 def _describe(kind: str) -> str:
-    return {"int": "a whole number", "list": "a list", "dict": "a mapping"}.get(kind, "a string")
+    return {"int": "a whole number", "list": "a list", "dict": "a mapping",
+            "float": "a number"}.get(kind, "a string")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -17,10 +17,11 @@ from typing import Any
 
 from djhpc.config import RESOURCE_KEYS, Settings, check_keys, coerce, read_yaml, user_config_path
 from djhpc.errors import UsageError
+from djhpc.sites import retired, site_profile_dirs
 from djhpc.slurm import parse_duration, parse_memory_mb
 
 # Keys a profile file may hold besides settings: its rules.
-RULE_KEYS = ("description", "account_required", "max_time", "partitions")
+RULE_KEYS = ("description", "account_required", "max_time", "partitions", "architectures")
 PROFILE_SETTINGS = (*RESOURCE_KEYS, "max_array_size", "max_parallel", "chunk_size", "signal_delay", "requeue", "python")
 
 # submitit's SlurmExecutor parameters that `slurm:` may set; the resources above
@@ -39,6 +40,7 @@ def template_dirs(project_dir: Path | None = None) -> list[Path]:
     if project_dir is not None:
         dirs.append(project_dir / "profiles")
     dirs.append(user_config_path().parent / "profiles")
+    dirs += site_profile_dirs()  # DJHPC_PROFILE_PATH, /etc/xdg/djhpc/profiles
     package = Path(__file__).resolve().parent
     dirs.append(package / "slurm_templates")  # inside a wheel
     dirs.append(package.parent / "slurm_templates")  # a checkout or editable install
@@ -55,6 +57,9 @@ def find_profile(name: str, project_dir: Path | None = None) -> Path:
         path = directory / f"{name}.yaml"
         if path.is_file():
             return path
+    gone = retired(name)
+    if gone is not None:
+        raise gone
     known = available_profiles(project_dir)
     raise UsageError(
         f"Unknown profile {name!r}",
@@ -99,6 +104,17 @@ def load_rules(name: str | None, project_dir: Path | None = None) -> Rules:
         max_time_s=max_time_s,
         partitions=(partitions,) if isinstance(partitions, str) else tuple(partitions),
     )
+
+
+def load_architectures(name: str | None, project_dir: Path | None = None) -> dict[str, str]:
+    """The profile's `architectures:` (partition -> CPU architecture), if it has one."""
+    if not name:
+        return {}
+    data = read_yaml(find_profile(name, project_dir)).get("architectures") or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"architectures: in profile {name!r} must map partitions to "
+                         "architectures", "Write it like {small: x86_64, accel: aarch64}")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def submission(sub: Submission, dry_run: bool) -> str:
     if sub.held:
         lines.append(f"  {sub.held} more keys are held by another active run and left out")
     lines.append(f"  resources per task: {sub.resources.describe()}")
+    lines += allocation_lines(sub)
     if sub.max_parallel:
         lines.append(f"  at most {sub.max_parallel} tasks at once")
     for warning in sub.warnings:
@@ -90,6 +91,31 @@ def submission(sub: Submission, dry_run: bool) -> str:
         lines.append(click.style(f"Submitted run {sub.run_id}", bold=True) + f": {jobs}.")
         lines.append(f"  follow it:  djhpc status {sub.run_id} --watch")
     return "\n".join(lines)
+
+
+def allocation_lines(sub: Submission) -> list[str]:
+    """The dry run's billing estimate and the quota left, where they can be known."""
+    cost = sub.allocation
+    if cost is None or sub.executor != "slurm" or not sub.chunks:
+        return []
+    est = cost.estimate
+    if est is None:
+        lines = ["  billing: unknown (the partition's TRESBillingWeights could not be read)"]
+    else:
+        per = f"{est.rate:g} billing units per task" + (
+            "" if est.source == "partition" else " (no weights: billed per CPU)")
+        lines = [f"  billing: at most {est.at_most:.2f} billing hours "
+                 f"({est.tasks} tasks x {per} x the full --time; quota for that much is "
+                 "reserved as tasks start)"]
+        if est.expected is not None:
+            lines[-1] += f", about {est.expected:.2f} expected from earlier runs"
+    q = cost.quota
+    if q is not None and q.remaining is not None:
+        lines.append(f"  quota:   {q.remaining:.1f} billing hours left on {q.account} "
+                     f"(of {q.total:.1f}; from {'`cost`' if q.source.value == 'cost' else 'Slurm'})")
+    elif sub.resources.account:
+        lines.append(f"  quota:   unknown for {sub.resources.account}")
+    return lines
 
 
 def run_line(r: RunReport) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from djhpc import backoff, dj, executors, plan, profile, slurm
+from djhpc import backoff, dj, executors, plan, profile, quota, sites, slurm
 from djhpc import target as targets
 from djhpc.config import Settings, Sources
 from djhpc.errors import UsageError
@@ -82,6 +82,8 @@ class Submission:
     run_dir: str | None
     status: RunReport | None = None
     warnings: list[str] = field(default_factory=list)
+    # The dry run's billing estimate and the account's quota (djhpc.quota.Allocation).
+    allocation: Any = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -94,6 +96,9 @@ class Submission:
         }
         if self.status is not None:
             data["status"] = self.status.to_json()
+        if self.allocation is not None:
+            data["billing"] = self.allocation.billing_json()
+            data["quota"] = self.allocation.quota_json()
         return data
 
 
@@ -128,6 +133,10 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
             f"{cls.__name__}'s key has {', '.join(collisions)}, named like columns of DataJoint "
             "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
             "that table, so its runs are safe")
+    arch = sites.architecture_warning(
+        profile.load_architectures(settings.profile, ctx.project_dir), resources.partition)
+    if arch:
+        warnings.append(arch)
     pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
     return Prepared(target, cls, table, list(restrictions), pending_sql,
                     dj.key_attributes(table), executor, resources,
@@ -139,10 +148,19 @@ def _max_array_size(settings: Settings, executor: str) -> int | None:
     if executor != "slurm" or settings.max_array_size is not None:
         return settings.max_array_size
     try:
-        return slurm.max_array_size(slurm.show_config())
+        size = slurm.max_array_size(slurm.show_config())
+        # Every array task counts as a job against the user's MaxSubmitJobs.
+        return _within_submit_limit(size, sites.user_associations())
     except slurm.SlurmError as error:
         raise UsageError(f"Slurm does not answer: {error}",
                          "Check that Slurm runs here (sinfo), or use --executor local") from None
+
+
+def _within_submit_limit(size: int | None, assoc: sites.Association | None) -> int | None:
+    limit = assoc.max_submit_jobs if assoc is not None else None
+    if limit is None:
+        return size
+    return limit if size is None else min(size, limit)
 
 
 def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
@@ -215,10 +233,13 @@ def dry_run(ctx: Context, prepared: Prepared) -> Submission:
         run_dir=str(run_dir_for(ctx, "N")), db_user="", host="")
     records = [ChunkRecord(0, c.chunk, 1, c.lo, c.hi, "queued") for c in chunks]
     preview = executor.preview(_launch(ctx, prepared, placeholder, records)) if chunks else ""
+    cost = quota.for_plan(prepared.resources, len(chunks), prepared.executor,
+                          ctx.settings.quota_warn)
     return Submission(None, prepared.target.ref, prepared.table.full_table_name, n_keys, held,
                       chunks, prepared.executor, [], prepared.resources,
                       ctx.settings.max_parallel, len(plan.arrays(chunks, prepared.max_array_size)),
-                      preview, None, warnings=prepared.warnings)
+                      preview, None, warnings=prepared.warnings + cost.warnings,
+                      allocation=cost)
 
 
 def submit(ctx: Context, prepared: Prepared) -> Submission:

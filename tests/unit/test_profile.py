@@ -9,7 +9,8 @@ from djhpc.errors import UsageError
 
 def test_shipped_profiles_load_and_validate() -> None:
     names = profile.available_profiles()
-    assert {"local", "idun", "saga", "fram", "betzy"} <= set(names)
+    assert {"local", "idun", "saga", "saga-optimist", "betzy", "olivia"} <= set(names)
+    assert "fram" not in names
     for name in names:
         values = profile.load_profile(name)
         rules = profile.load_rules(name)
