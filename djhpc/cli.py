@@ -209,7 +209,8 @@ def _run_id(text: str) -> int | None:
 @main.command(context_settings=CONTEXT)
 @click.argument("what", required=False, metavar="[RUN_ID|TARGET]")
 @click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to stop).")
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=10.0, show_default=True,
+              help="Seconds between refreshes (Slurm itself is asked at most every 30 s).")
 @click.option("--all", "show_all", is_flag=True, help="Every run, not just active and recent.")
 @json_option
 @handled

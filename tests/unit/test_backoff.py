@@ -93,3 +93,40 @@ def test_a_slurm_command_failing_twice_transiently_is_run_three_times(
         slurm.squeue(["30"])
     assert err.value.command[0] == "squeue" and "Socket timed out" in err.value.stderr
     assert "Socket timed out" in str(err.value)
+
+
+def test_watch_asks_slurm_at_most_every_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from djhpc import status
+    from djhpc.ledger import RunRecord, now
+
+    asked: list[int] = []
+
+    def fake_tasks(chunks: object) -> dict[str, object]:
+        asked.append(1)
+        return {"1_0": object()}
+
+    monkeypatch.setattr(status, "slurm_tasks", fake_tasks)
+    clock = [0.0]
+    poll = status.SlurmPoll(clock=lambda: clock[0])
+    run = RunRecord(run_id=1, target="t", paths=[], workdir="", table_name="", keys_table="",
+                    key_attrs=[], executor="slurm", n_keys=1, attempts=1, state="active",
+                    created=now() - timedelta(seconds=60), finished=None, settings={},
+                    run_dir="", db_user="", host="")
+    for t in (0.0, 10.0, 29.0):
+        clock[0] = t
+        answer = poll.answer([], [run])
+        assert answer is not None and set(answer) == {"1_0"}
+    assert len(asked) == 1  # the answer at 0 s stands until 30 s have passed
+    clock[0] = 30.0
+    poll.answer([], [run])
+    assert len(asked) == 2
+    # A run of two hours is asked about every 6 minutes.
+    old = RunRecord(**{**run.__dict__, "created": now() - timedelta(hours=2)})
+    clock[0] = 200.0
+    poll.answer([], [old])
+    assert len(asked) == 2
+    clock[0] = 30.0 + 360.0
+    poll.answer([], [old])
+    assert len(asked) == 3
