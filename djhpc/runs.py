@@ -238,8 +238,21 @@ def dry_run(ctx: Context, prepared: Prepared) -> Submission:
     return Submission(None, prepared.target.ref, prepared.table.full_table_name, n_keys, held,
                       chunks, prepared.executor, [], prepared.resources,
                       ctx.settings.max_parallel, len(plan.arrays(chunks, prepared.max_array_size)),
-                      preview, None, warnings=prepared.warnings + cost.warnings,
+                      preview, None,
+                      warnings=prepared.warnings + cost.warnings
+                      + _submit_limit_warnings(prepared.executor, len(chunks)),
                       allocation=cost)
+
+
+def _submit_limit_warnings(executor: str, n_tasks: int) -> list[str]:
+    """A run with more tasks than the user may queue would be refused by sbatch."""
+    if executor != "slurm" or not n_tasks:
+        return []
+    assoc = sites.user_associations()
+    limit = assoc.max_submit_jobs if assoc else None
+    if limit is None or n_tasks <= limit:
+        return []
+    return [f"this run has {n_tasks} tasks; " + (sites.submit_limit_note(assoc) or "")]
 
 
 def submit(ctx: Context, prepared: Prepared) -> Submission:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -113,3 +116,42 @@ def test_doctor_finds_the_local_profile_matching(project: Project) -> None:
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["cluster"]["ok"], checks["cluster"]
     assert "partition debug" in checks["cluster"]["detail"]
+
+
+@contextmanager
+def billing_limited_account(hours: int) -> Iterator[str]:
+    """A throwaway Slurm account with a billing-hour quota (GrpTRESMins), for root."""
+    name = f"djq{uuid.uuid4().hex[:8]}"
+    subprocess.run(["sacctmgr", "-i", "add", "account", name,
+                    f"GrpTRESMins=billing={hours * 60}"], check=True, capture_output=True)
+    try:
+        subprocess.run(["sacctmgr", "-i", "add", "user", "root", f"account={name}"],
+                       check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["sacctmgr", "-i", "delete", "user", "root", f"account={name}"],
+                       capture_output=True)
+        subprocess.run(["sacctmgr", "-i", "delete", "account", name], capture_output=True)
+
+
+def test_dry_run_and_doctor_show_the_quota_left_and_warn(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "2")  # 8 keys
+    with billing_limited_account(10) as account:
+        args = ("submit", "MyTable", "-e", "slurm", "--account", account, "--tasks", "4",
+                "--time", "1:00:00", "--mem", "16G", "--dry-run")
+        out = project.djhpc_json(*args)
+        # Slurm's own count of usage (priority/basic) stays 0 here: all 10 hours are left.
+        assert out["quota"] == {"account": account, "total": 10.0, "used": 0.0,
+                                "reserved": 0.0, "remaining": 10.0, "source": "slurm"}
+        assert out["billing"]["billing_hours_at_most"] == pytest.approx(16.0)
+        text = project.djhpc(*args)
+        assert f"quota:   10.0 billing hours left on {account}" in text.stdout
+        assert "160% of the 10.0 left" in text.stdout  # above quota_warn (25 %)
+        calm = project.djhpc(*args, env=project.env(DJHPC_QUOTA_WARN="2"))
+        assert "of the 10.0 left" not in calm.stdout
+
+        env = project.env(DJHPC_PROFILE="local", DJHPC_ACCOUNT=account, DJHPC_EXECUTOR="slurm")
+        doctor = json.loads(project.djhpc("doctor", "--json", env=env).stdout)
+        checks = {c["name"]: c for c in doctor["checks"]}
+        assert checks["quota"]["detail"] == f"{account}: 10.0 of 10.0 billing hours left"
+        assert checks["cluster"]["ok"], checks["cluster"]

@@ -97,3 +97,16 @@ def test_differences_name_what_does_not_match() -> None:
     assert sites.differences(ok, 86400, "nn0000k", None, None) == []
     (too_long,) = sites.differences(ok, 7 * 86400, "nn0000k", None, None)
     assert "at most 1-00:00:00" in too_long
+
+
+def test_a_run_bigger_than_max_submit_jobs_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from djhpc import runs
+
+    monkeypatch.setattr(sites, "user_associations",
+                        lambda user=None: sites.Association(("nn1k",), 100, None))
+    (text,) = runs._submit_limit_warnings("slurm", 150)
+    assert text.startswith("this run has 150 tasks; you may have at most 100 jobs queued")
+    assert runs._submit_limit_warnings("slurm", 100) == []
+    assert runs._submit_limit_warnings("local", 150) == []
+    assert runs._within_submit_limit(1001, sites.Association((), 100)) == 100
+    assert runs._within_submit_limit(1001, None) == 1001
