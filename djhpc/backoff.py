@@ -33,6 +33,8 @@ TRANSIENT = (
 
 # Pauses between attempts, seconds; DJHPC_SLURM_RETRY_DELAYS ("1,4,15") overrides.
 DEFAULT_DELAYS = (2.0, 8.0, 30.0)
+# Status queries (squeue, sacct) give up sooner: `status` then shows the ledger's view.
+QUERY_DELAYS = (1.0, 4.0)
 
 # `status --watch` and `--wait` ask Slurm no more often than this, seconds.
 MIN_SLURM_INTERVAL = 30.0
@@ -56,6 +58,10 @@ def delays() -> tuple[float, ...]:
         except ValueError:
             log.warning("ignoring DJHPC_SLURM_RETRY_DELAYS=%r: not comma-separated seconds", raw)
     return DEFAULT_DELAYS
+
+
+def query_delays() -> tuple[float, ...]:
+    return delays() if os.environ.get("DJHPC_SLURM_RETRY_DELAYS", "").strip() else QUERY_DELAYS
 
 
 def retrying(call: Callable[[], _T], what: str, transient: Callable[[BaseException], bool],

@@ -15,7 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
@@ -74,11 +74,12 @@ class TransientSlurmError(SlurmError, backoff.Transient):
 
 
 def run(
-    cmd: list[str], *, timeout: float = 60.0, check: bool = True
+    cmd: list[str], *, timeout: float = 60.0, check: bool = True,
+    pauses: Sequence[float] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run one Slurm client command, again after a pause while the controller is busy."""
     return backoff.retrying(lambda: _run_once(cmd, timeout=timeout, check=check), cmd[0],
-                            lambda error: isinstance(error, TransientSlurmError))
+                            lambda error: isinstance(error, TransientSlurmError), pauses)
 
 
 def _run_once(
@@ -448,7 +449,8 @@ def sacct(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # With --jobs sacct searches from the epoch, not just today (sacct(1) DEFAULT TIME WINDOW).
-    proc = run(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False)
+    proc = run(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False,
+               pauses=backoff.query_delays())
     if proc.returncode != 0:
         if "accounting storage is disabled" in proc.stderr.lower():
             log.warning("Slurm accounting is disabled: finished tasks are only seen via squeue")
@@ -463,7 +465,8 @@ def squeue(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # --jobs=, not "-j 1,2": squeue's -j takes an optional argument (squeue(1)).
-    proc = run(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False)
+    proc = run(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False,
+               pauses=backoff.query_delays())
     if proc.returncode != 0:
         # Exit 1 with this message when none of the ids is in the queue any more.
         if "invalid job id" in proc.stderr.lower():
