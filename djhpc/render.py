@@ -100,7 +100,8 @@ def allocation_lines(sub: Submission) -> list[str]:
         return []
     est = cost.estimate
     if est is None:
-        lines = ["  billing: unknown (the partition's TRESBillingWeights could not be read)"]
+        lines = [f"  billing: unknown (partition {sub.resources.partition or '(default)'} cannot "
+                 "be read here)"]
     else:
         per = f"{est.rate:g} billing units per task" + (
             "" if est.source == "partition" else " (no weights: billed per CPU)")

@@ -59,7 +59,7 @@ def architecture_warning(architectures: dict[str, str], partition: str | None,
     if here == there:
         return None
     return (f"partition {partition} runs on {there} nodes, but this Python is {here}: its "
-            f"virtual environment will not run there. Build one on a {partition} node and "
+            f"virtual environment will not run there. Build one on a node of {partition} and "
             "set python: (or setup:) to use it")
 
 
