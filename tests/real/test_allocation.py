@@ -1,7 +1,9 @@
 """Billing hours, the dry run's estimate, and profiles against the real local cluster.
 
 The local Slurm bills like Saga's normal partition (scripts/local-slurm.sh:
-TRESBillingWeights="CPU=1.0,Mem=0.2577031G", PriorityFlags=MAX_TRES).
+TRESBillingWeights="CPU=1.0,Mem=0.2577031G", PriorityFlags=MAX_TRES). The
+expectations are Slurm's own figures (sacct's AllocTRES, a held probe job's
+billing), so they also hold on a cluster started with an older slurm.conf.
 """
 
 from __future__ import annotations
@@ -63,20 +65,43 @@ def test_billing_hours_of_a_run_match_sacct(project: Project) -> None:
     assert f"{status['billing_hours']:.2f} billing hours" in text.stdout
 
 
-def test_dry_run_estimates_billing_hours_from_the_partition(project: Project) -> None:
+def _billed_by_slurm(cpus: int, mem: str) -> tuple[float, bool]:
+    """What Slurm itself bills a job asking for this much (a held job, cancelled again),
+    and whether the partition has billing weights at all."""
+    job = subprocess.run(["sbatch", "--parsable", "--hold", "-c", str(cpus), f"--mem={mem}",
+                          "-t", "30", "-J", "djhpc-billing-probe", "--wrap", "true"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True,
+                               text=True, check=True).stdout
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    tres = next(t.split("=", 1)[1] for t in shown.split() if t.startswith("TRES="))
+    billing = allocation.billing_units(tres)
+    assert billing is not None, shown
+    partition = subprocess.run(["scontrol", "show", "partition", "debug"], capture_output=True,
+                               text=True, check=True).stdout
+    return billing, "TRESBillingWeights=" in partition
+
+
+def test_dry_run_estimates_billing_hours_as_slurm_bills(project: Project) -> None:
     project.make_data("--sessions", "1", "--units", "2")  # 8 keys
-    args = ("submit", "MyTable", "-e", "slurm", "--tasks", "4", "--time", "0:30:00", "--mem",
-            "16G", "--dry-run")
+    args = ("submit", "MyTable", "-e", "slurm", "--tasks", "4", "--time", "0:30:00", "--cpus",
+            "1", "--mem", "8000M", "--dry-run")
     out = project.djhpc_json(*args)
     billing = out["billing"]
-    # 16 GiB x 0.2577031 = 4.12 units: Slurm bills 4 per task, for at most 30 min each.
-    assert billing["source"] == "partition" and billing["units_per_task"] == 4
-    assert billing["billing_hours_at_most"] == pytest.approx(4 * 4 * 0.5)
+    units, weighted = _billed_by_slurm(1, "8000M")
+    # With scripts/local-slurm.sh's Saga-like weights, 7.8 GiB x 0.2577031 = 2.01
+    # outweighs the one CPU: Slurm bills 2. Without weights it bills the CPU.
+    assert units == (2.0 if weighted else 1.0)
+    assert billing["source"] == ("partition" if weighted else "cpus")
+    assert billing["units_per_task"] == units
+    assert billing["billing_hours_at_most"] == pytest.approx(4 * units * 0.5)
     assert billing["billing_hours_expected"] is None
     assert out["quota"] == "unknown"  # no account, no quota to read
     text = project.djhpc(*args)
     assert text.returncode == 0, text.stderr
-    assert "billing: at most 8.00 billing hours" in text.stdout
+    assert f"billing: at most {4 * units * 0.5:.2f} billing hours" in text.stdout
 
 
 def test_fram_is_retired(project: Project) -> None:
@@ -138,15 +163,15 @@ def test_dry_run_and_doctor_show_the_quota_left_and_warn(project: Project) -> No
     project.make_data("--sessions", "1", "--units", "2")  # 8 keys
     with billing_limited_account(10) as account:
         args = ("submit", "MyTable", "-e", "slurm", "--account", account, "--tasks", "4",
-                "--time", "1:00:00", "--mem", "16G", "--dry-run")
+                "--time", "1:00:00", "--cpus", "2", "--dry-run")
         out = project.djhpc_json(*args)
         # Slurm's own count of usage (priority/basic) stays 0 here: all 10 hours are left.
         assert out["quota"] == {"account": account, "total": 10.0, "used": 0.0,
                                 "reserved": 0.0, "remaining": 10.0, "source": "slurm"}
-        assert out["billing"]["billing_hours_at_most"] == pytest.approx(16.0)
+        assert out["billing"]["billing_hours_at_most"] == pytest.approx(8.0)  # 4 x 2 x 1 h
         text = project.djhpc(*args)
         assert f"quota:   10.0 billing hours left on {account}" in text.stdout
-        assert "160% of the 10.0 left" in text.stdout  # above quota_warn (25 %)
+        assert "80% of the 10.0 left" in text.stdout  # above quota_warn (25 %)
         calm = project.djhpc(*args, env=project.env(DJHPC_QUOTA_WARN="2"))
         assert "of the 10.0 left" not in calm.stdout
 
