@@ -20,7 +20,7 @@ from djhpc.config import load
 from djhpc.errors import DjhpcError, OutcomeError, UsageError
 from djhpc.executors.slurm_tools import SlurmError
 from djhpc.lifecycle import Context
-from djhpc.status import Overview, RunDetail, TableView
+from djhpc.status import Overview, RunDetail, SlurmPoll, TableView
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -192,7 +192,8 @@ def _follow(ctx: Context, sub: lifecycle.Submission, run_id: int, wait: bool,
 @main.command(context_settings=CONTEXT)
 @click.argument("what", required=False, metavar="[RUN_ID|TARGET]")
 @click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to stop).")
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=10.0, show_default=True,
+              help="Seconds between refreshes (Slurm itself is asked at most every 30 s).")
 @click.option("--all", "show_all", is_flag=True, help="Every run, not just active and recent.")
 @json_option
 @handled
@@ -203,8 +204,10 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
     and its chunks. With a TARGET: the table's progress and its runs.
     """
     ctx = _context(create=False, require=what is not None)
+    # --watch reads the ledger every --interval, but asks Slurm at most every 30 s.
+    poll = SlurmPoll() if watch else None
     while True:
-        output, final = _status_once(ctx, what, show_all, as_json)
+        output, final = _status_once(ctx, what, show_all, as_json, poll)
         if not watch:
             click.echo(output)
             return
@@ -215,15 +218,16 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
         time.sleep(interval)
 
 
-def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool) -> tuple[str, bool]:
+def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool,
+                 poll: SlurmPoll | None = None) -> tuple[str, bool]:
     """One refresh of the status view asked for: its text (or JSON) and whether it is final."""
     view: Overview | RunDetail | TableView
     if what is None:
-        view = lifecycle.overview(ctx, show_all)
+        view = lifecycle.overview(ctx, show_all, poll)
     elif what.isdigit():
-        view = lifecycle.run_detail(ctx, int(what))
+        view = lifecycle.run_detail(ctx, int(what), poll)
     else:
-        view = lifecycle.table_view(ctx, what)
+        view = lifecycle.table_view(ctx, what, poll)
     if as_json:
         return json.dumps(view.to_json(), indent=2, default=str), view.final
     return render.status_view(view), view.final

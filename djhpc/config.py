@@ -26,6 +26,7 @@ import yaml
 
 from djhpc.errors import UsageError
 from djhpc.executors.slurm_tools import parse_duration
+from djhpc.sites import retired, site_profile_dirs
 
 PROJECT_FILE = "djhpc.yaml"
 
@@ -83,6 +84,9 @@ class Settings:
     slurm: dict[str, Any] = field(
         default_factory=dict, metadata=_help("extra sbatch options, e.g. {constraint: skylake}")
     )
+    quota_warn: float = field(
+        default=0.25, metadata=_help("warn when a run may use more than this share of the quota left")
+    )
 
     # Settings given by the environment or the command line: these beat the
     # per-table overrides of a config file, as the precedence promises.
@@ -101,7 +105,7 @@ RESOURCE_KEYS = ("partition", "account", "qos", "time", "mem", "cpus", "gpus", "
 def _kind(name: str) -> str:
     """The shape of a field's value, read from its annotation."""
     annotation = str(FIELDS[name].type)
-    for kind in ("list", "dict", "int"):
+    for kind in ("list", "dict", "int", "float"):
         if annotation.startswith(kind):
             return kind
     return "str"
@@ -134,6 +138,14 @@ def coerce(name: str, value: Any, where: str) -> Any:
         if number < 0 or (number == 0 and name in ("chunk_size", "tasks", "max_parallel", "cpus")):
             raise bad
         return number
+    if kind == "float":
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if isinstance(value, bool) or not share >= 0:  # also NaN
+            raise bad
+        return share
     if kind == "list":
         if isinstance(value, str):
             return [part.strip() for part in value.replace(",", "\n").splitlines() if part.strip()]
@@ -155,7 +167,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
 
 
 def _describe(kind: str) -> str:
-    return {"int": "a whole number", "list": "a list", "dict": "a mapping"}.get(kind, "a string")
+    return {"int": "a whole number", "list": "a list", "dict": "a mapping",
+            "float": "a number"}.get(kind, "a string")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -204,7 +217,7 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 # --- cluster profiles: a settings layer with rules of its own ---------------------
 
 # Keys a profile file may hold besides settings: its rules.
-RULE_KEYS = ("description", "account_required", "max_time", "partitions")
+RULE_KEYS = ("description", "account_required", "max_time", "partitions", "architectures")
 PROFILE_SETTINGS = (*RESOURCE_KEYS, "max_array_size", "max_parallel", "chunk_size", "signal_delay",
                     "requeue", "python")
 
@@ -215,6 +228,7 @@ def template_dirs(project_dir: Path | None = None) -> list[Path]:
     if project_dir is not None:
         dirs.append(project_dir / "profiles")
     dirs.append(user_config_path().parent / "profiles")
+    dirs += site_profile_dirs()  # DJHPC_PROFILE_PATH, /etc/xdg/djhpc/profiles
     package = Path(__file__).resolve().parent
     dirs.append(package / "slurm_templates")  # inside a wheel
     dirs.append(package.parent / "slurm_templates")  # a checkout or editable install
@@ -231,6 +245,9 @@ def find_profile(name: str, project_dir: Path | None = None) -> Path:
         path = directory / f"{name}.yaml"
         if path.is_file():
             return path
+    gone = retired(name)
+    if gone is not None:
+        raise gone
     known = available_profiles(project_dir)
     raise UsageError(
         f"Unknown profile {name!r}",
@@ -275,6 +292,17 @@ def load_rules(name: str | None, project_dir: Path | None = None) -> Rules:
         max_time_s=max_time_s,
         partitions=(partitions,) if isinstance(partitions, str) else tuple(partitions),
     )
+
+
+def load_architectures(name: str | None, project_dir: Path | None = None) -> dict[str, str]:
+    """The profile's `architectures:` (partition -> CPU architecture), if it has one."""
+    if not name:
+        return {}
+    data = read_yaml(find_profile(name, project_dir)).get("architectures") or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"architectures: in profile {name!r} must map partitions to "
+                         "architectures", "Write it like {small: x86_64, accel: aarch64}")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 # --- all layers together -------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from djhpc import dj, resources
+from djhpc import dj, quota, resources, sites
 from djhpc.config import Settings, load, load_rules
 from djhpc.errors import DjhpcError
 from djhpc.executors import slurm_tools as slurm
@@ -36,6 +36,8 @@ def run_checks() -> list[Check]:
     checks += _database(settings)
     checks.append(_slurm(settings))
     checks.append(_profile(settings, sources.project_file.parent if sources.project_file else None))
+    checks += _cluster_and_quota(settings,
+                                 sources.project_file.parent if sources.project_file else None)
     checks.append(_run_dir(settings))
     return checks
 
@@ -85,6 +87,48 @@ def _profile(settings: Settings, project_dir: Path | None) -> Check:
     except DjhpcError as error:
         return Check(name="profile", ok=False, detail=error.message)
     return Check(name="profile", ok=True, detail=f"{name or '(none: package defaults)'}: {res.describe()}")
+
+
+def _cluster_and_quota(settings: Settings, project_dir: Path | None) -> list[Check]:
+    """The profile against the live cluster, and the account's quota (Slurm runs only)."""
+    if settings.executor in ("local", "debug") or not slurm.available():
+        return []
+    try:
+        rules = load_rules(settings.profile, project_dir)
+        res = resources.resources(settings, None, rules)
+    except DjhpcError:
+        return []  # the profile check already says what is wrong
+    try:
+        facts = sites.cluster_facts(res.partition)
+    except slurm.SlurmError as error:
+        return [Check(name="cluster", ok=False, detail=str(error))]
+    found = sites.differences(facts, rules.max_time_s, res.account,
+                              settings.max_array_size, settings.max_parallel)
+    info = sites.describe(facts)
+    name = settings.profile or "(no profile)"
+    if found:
+        cluster = Check(name="cluster", ok=False, detail=f"profile {name} differs from this cluster: "
+                        + "; ".join(found) + ". Choose another --partition/--account or "
+                        "fix the profile")
+    else:
+        limit = info["max_submit_jobs"]
+        cluster = Check(name="cluster", ok=True, detail=f"profile {name} matches: partition "
+                        f"{info['partition']} (MaxTime {info['max_time']}), arrays of up to "
+                        f"{info['max_array_size']}"
+                        + (f", at most {limit} queued jobs" if limit else ""))
+    checks = [cluster]
+    if res.account:
+        found_quota = quota.read_quota(res.account)
+        left = found_quota.remaining if found_quota else None
+        total = found_quota.total if found_quota else None
+        if left is None or total is None:
+            checks.append(Check(name="quota", ok=True, detail=f"{res.account}: no quota to read here (no "
+                                "`cost` command, no GrpTRESMins billing limit)"))
+        else:
+            low = left < settings.quota_warn * total
+            checks.append(Check(name="quota", ok=True, detail=f"{res.account}: {left:.1f} of {total:.1f} "
+                                "billing hours left" + (" (running low)" if low else "")))
+    return checks
 
 
 def _run_dir(settings: Settings) -> Check:

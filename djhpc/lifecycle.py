@@ -18,15 +18,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from djhpc import dj, executors, plan, resources, status
+from djhpc import backoff, dj, executors, plan, quota, resources, sites, status
 from djhpc import target as targets
-from djhpc.config import Settings, Sources, load_rules
+from djhpc.config import Settings, Sources, load_architectures, load_rules
 from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import ChunkRecord, Ledger, RunRecord, default_schema, now
 from djhpc.resources import Resources
 from djhpc.states import STOPPING_TASK_STATES, ChunkState, RunPhase
-from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
+from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, SlurmPoll, TableView
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Submission:
     run_dir: str | None = None
     status: RunReport | None = None
     warnings: list[str] = field(default_factory=list)
+    allocation: quota.Allocation | None = None  # the dry run's billing estimate and quota
 
     @property
     def executor(self) -> str:
@@ -113,6 +114,9 @@ class Submission:
         }
         if self.status is not None:
             data["status"] = self.status.to_json()
+        if self.allocation is not None:
+            data["billing"] = self.allocation.billing_json()
+            data["quota"] = self.allocation.quota_json()
         return data
 
 
@@ -147,6 +151,10 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
             f"{cls.__name__}'s key has {', '.join(collisions)}, named like columns of DataJoint "
             "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
             "that table, so its runs are safe")
+    arch = sites.architecture_warning(
+        load_architectures(settings.profile, ctx.project_dir), res.partition)
+    if arch:
+        warnings.append(arch)
     return Prepared(
         target=target, table=table, restrictions=list(restrictions),
         pending_sql=_checked_pending_sql(ctx, table, list(restrictions)),
@@ -163,10 +171,18 @@ def _max_array_size(settings: Settings, executor: str) -> int | None:
     from djhpc.executors import slurm
 
     try:
-        return slurm.max_array_size()
+        # Every array task counts as a job against the user's MaxSubmitJobs.
+        return _within_submit_limit(slurm.max_array_size(), sites.user_associations())
     except slurm.tools.SlurmError as error:
         raise UsageError(f"Slurm does not answer: {error}",
                          "Check that Slurm runs here (sinfo), or use --executor local") from None
+
+
+def _within_submit_limit(size: int | None, assoc: sites.Association | None) -> int | None:
+    limit = assoc.max_submit_jobs if assoc is not None else None
+    if limit is None:
+        return size
+    return limit if size is None else min(size, limit)
 
 
 def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
@@ -224,10 +240,25 @@ def dry_run(ctx: Context, prepared: Prepared) -> Submission:
                                state=ChunkState.QUEUED) for c in chunks]
         launch = _launch(ctx, placement, None, run_dir_for(ctx, "N"), str(Path.cwd()), records)
         preview = executors.get(placement.executor).preview(launch)
+    cost = quota.for_plan(placement.resources, len(chunks), placement.executor,
+                          ctx.settings.quota_warn)
     return Submission(run_id=None, target=prepared.target.ref,
                       table=prepared.table.full_table_name, keys=n_keys, held=held,
                       chunks=chunks, placement=placement, preview=preview,
-                      warnings=prepared.warnings)
+                      warnings=[*prepared.warnings, *cost.warnings,
+                                *_submit_limit_warnings(placement.executor, len(chunks))],
+                      allocation=cost)
+
+
+def _submit_limit_warnings(executor: str, n_tasks: int) -> list[str]:
+    """A run with more tasks than the user may queue would be refused by sbatch."""
+    if executor != "slurm" or not n_tasks:
+        return []
+    assoc = sites.user_associations()
+    limit = assoc.max_submit_jobs if assoc else None
+    if limit is None or n_tasks <= limit:
+        return []
+    return [f"this run has {n_tasks} tasks; " + (sites.submit_limit_note(assoc) or "")]
 
 
 def submit(ctx: Context, prepared: Prepared) -> Submission:
@@ -297,8 +328,9 @@ def find_run(ctx: Context, run_id: int) -> RunRecord:
     return ctx.ledger.run(run_id)
 
 
-def status_of(ctx: Context, run_id: int, ask_slurm: bool = True) -> RunReport:
-    return status.refresh(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm)[0]
+def status_of(ctx: Context, run_id: int, ask_slurm: bool = True,
+              poll: SlurmPoll | None = None) -> RunReport:
+    return status.refresh(ctx.ledger, [ctx.ledger.run(run_id)], ask_slurm, poll)[0]
 
 
 def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0,
@@ -312,8 +344,11 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     asked = -slurm_every
+    started = time.monotonic()
     while True:
-        ask = time.monotonic() - asked >= slurm_every
+        # Runs of hours are asked about less often (backoff.slurm_interval).
+        every = backoff.slurm_interval(time.monotonic() - started, slurm_every)
+        ask = time.monotonic() - asked >= every
         asked = time.monotonic() if ask else asked
         current = status_of(ctx, run_id, ask_slurm=ask)
         if current.final and not ask:
@@ -341,21 +376,21 @@ def recent_runs(ctx: Context, show_all: bool = False) -> list[RunRecord]:
     return sorted([*recent, *older], key=lambda r: -r.run_id)
 
 
-def overview(ctx: Context, show_all: bool = False) -> Overview:
-    return Overview(runs=status.refresh(ctx.ledger, recent_runs(ctx, show_all)))
+def overview(ctx: Context, show_all: bool = False, poll: SlurmPoll | None = None) -> Overview:
+    return Overview(runs=status.refresh(ctx.ledger, recent_runs(ctx, show_all), poll=poll))
 
 
-def run_detail(ctx: Context, run_id: int) -> RunDetail:
-    report = status_of(ctx, run_id)
+def run_detail(ctx: Context, run_id: int, poll: SlurmPoll | None = None) -> RunDetail:
+    report = status_of(ctx, run_id, poll=poll)
     return RunDetail(report=report, errors=status.error_groups(ctx.ledger, [ctx.ledger.run(run_id)]))
 
 
-def table_view(ctx: Context, target_text: str) -> TableView:
+def table_view(ctx: Context, target_text: str, poll: SlurmPoll | None = None) -> TableView:
     _, cls = targets.resolve(target_text, ctx.settings.modules)
     remaining, total = status.table_progress(cls)
     table = cls().full_table_name
     return TableView(target=target_text, table=table, remaining=remaining, total=total,
-                     runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table)))
+                     runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table), poll=poll))
 
 
 def runs_of(ctx: Context, what: str) -> list[RunRecord]:

@@ -76,6 +76,7 @@ def submission(sub: Submission, dry_run: bool) -> str:
     if sub.held:
         lines.append(f"  {sub.held} more keys are held by another active run and left out")
     lines.append(f"  resources per task: {sub.resources.describe()}")
+    lines += allocation_lines(sub)
     if sub.max_parallel:
         lines.append(f"  at most {sub.max_parallel} tasks at once")
     for warning in sub.warnings:
@@ -92,6 +93,32 @@ def submission(sub: Submission, dry_run: bool) -> str:
     return "\n".join(lines)
 
 
+def allocation_lines(sub: Submission) -> list[str]:
+    """The dry run's billing estimate and the quota left, where they can be known."""
+    cost = sub.allocation
+    if cost is None or sub.executor != "slurm" or not sub.chunks:
+        return []
+    est = cost.estimate
+    if est is None:
+        lines = [f"  billing: unknown (partition {sub.resources.partition or '(default)'} cannot "
+                 "be read here)"]
+    else:
+        per = f"{est.rate:g} billing units per task" + (
+            "" if est.source == "partition" else " (no weights: billed per CPU)")
+        lines = [f"  billing: at most {est.at_most:.2f} billing hours "
+                 f"({est.tasks} tasks x {per} x the full --time; quota for that much is "
+                 "reserved as tasks start)"]
+        if est.expected is not None:
+            lines[-1] += f", about {est.expected:.2f} expected from earlier runs"
+    q = cost.quota
+    if q is not None and q.remaining is not None:
+        lines.append(f"  quota:   {q.remaining:.1f} billing hours left on {q.account} "
+                     f"(of {q.total:.1f}; from {'`cost`' if q.source.value == 'cost' else 'Slurm'})")
+    elif sub.resources.account:
+        lines.append(f"  quota:   unknown for {sub.resources.account}")
+    return lines
+
+
 def run_line(r: RunReport) -> list[str]:
     return [str(r.run_id), r.target, state(r.state), f"{r.keys.done}/{r.keys.total}",
             bar(r.keys.done, r.keys.total, 12),
@@ -99,17 +126,36 @@ def run_line(r: RunReport) -> list[str]:
             tasks(r.tasks),
             f"{r.keys_per_hour:.0f}" if r.keys_per_hour else "-",
             duration(r.eta_s) if r.state in ("running", "queued") else "-",
-            f"{r.core_hours:.2f}", str(r.attempts)]
+            f"{r.core_hours:.2f}", billing(r.billing_hours), str(r.attempts)]
 
 
 RUN_HEADER = ["RUN", "TARGET", "STATE", "KEYS", "PROGRESS", "ERR", "TASKS", "KEYS/H", "ETA",
-              "CORE-H", "TRY"]
+              "CORE-H", "BILL-H", "TRY"]
+
+
+def billing(hours: float | None) -> str:
+    return "-" if hours is None else f"{hours:.2f}"
+
+
+def billing_totals(totals: dict[str, dict[str, float]]) -> str:
+    """Billing hours per table and per account, below the list of runs."""
+    lines = []
+    for label, sums in (("table", totals.get("by_table", {})),
+                        ("account", totals.get("by_account", {}))):
+        if len(sums) > 0:
+            parts = ", ".join(f"{name} {hours:.2f}" for name, hours in sorted(sums.items()))
+            lines.append(f"billing hours by {label}: {parts}")
+    return "\n".join(lines)
 
 
 def runs(reports: Sequence[RunReport]) -> str:
     if not reports:
         return "No runs yet. Start one with: djhpc submit MyTable"
-    return table([run_line(r) for r in reports], RUN_HEADER)
+    from djhpc.status import billing_totals as totals
+
+    text = table([run_line(r) for r in reports], RUN_HEADER)
+    summary = billing_totals(totals(reports))
+    return text + ("\n\n" + summary if summary else "")
 
 
 def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50) -> str:
@@ -126,7 +172,8 @@ def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50)
     if r.eta_s is not None and not r.final:
         lines[-1] += f", ETA {duration(r.eta_s)}"
     eff = r.efficiency
-    cost = f"  cost     {r.core_hours:.2f} core-hours"
+    cost = f"  cost     {r.core_hours:.2f} core-hours" + (
+        f", {r.billing_hours:.2f} billing hours" if r.billing_hours is not None else "")
     parts = [f"{label} {value:.0%}" for label, value in
              (("CPU", eff.cpu), ("memory", eff.memory), ("time", eff.time)) if value is not None]
     if parts:

@@ -11,6 +11,7 @@ pure functions from what those steps return.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from djhpc import dj, executors, liveness
+from djhpc import backoff, dj, executors, liveness
+from djhpc.allocation import explain_reason
 from djhpc.executors import Observed, TaskView
 from djhpc.executors.slurm_tools import TaskInfo
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
@@ -28,6 +30,7 @@ from djhpc.states import (
     ChunkState,
     RunPhase,
     RunState,
+    TaskState,
 )
 
 
@@ -83,6 +86,9 @@ class RunReport:
     efficiency: Efficiency
     hints: list[str]
     chunks: list[ChunkView] = field(default_factory=list)
+    # Billing units x elapsed hours, from sacct; None where Slurm does not bill (local runs).
+    billing_hours: float | None = None
+    account: str | None = None
 
     @property
     def final(self) -> bool:
@@ -109,11 +115,14 @@ def _iso(value: datetime | None) -> str | None:
 # --- refresh: observe → reconcile → count → report --------------------------------
 
 
-def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True) -> list[RunReport]:
-    """Reports for several runs, with one scheduler query for all of them (if asked)."""
+def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True,
+            poll: SlurmPoll | None = None) -> list[RunReport]:
+    """Reports for several runs, with one scheduler query for all of them (if asked, or
+    if `poll` says it is time)."""
     chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
     pairs = [(run, c) for run in runs for c in chunks[run.run_id]]
-    views = executors.observe(pairs, ask_scheduler=ask_scheduler)
+    views = (poll.observe(pairs, runs) if poll is not None
+             else executors.observe(pairs, ask_scheduler=ask_scheduler))
     reports = []
     for run in runs:
         current = liveness.reconcile(ledger, run, chunks[run.run_id], views)
@@ -197,7 +206,8 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
         core_hours=round(_core_hours(chunks, accounted, stamp), 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=eff, hints=_hints(eff, state), chunks=chunk_views)
+        efficiency=eff, hints=_hints(eff, state) + allocation_hints(run, accounted),
+        chunks=chunk_views, billing_hours=billing_hours(accounted), account=run_account(run))
 
 
 def _chunk_view(c: ChunkRecord, view: TaskView | None, done: int, error: int,
@@ -225,6 +235,42 @@ def _core_hours(chunks: Sequence[ChunkRecord], tasks: Sequence[TaskInfo],
         return sum(t.cpu_time_s or 0.0 for t in tasks) / 3600
     # Local runs: one core per task for as long as it ran.
     return sum(_elapsed(c.started, c.finished, stamp) or 0.0 for c in chunks) / 3600
+
+
+def billing_hours(tasks: Sequence[TaskInfo]) -> float | None:
+    """What the tasks cost in the site's billing units x hours (sacct's own figures)."""
+    billed = [t for t in tasks if t.billing is not None and t.elapsed_s is not None]
+    if not billed:
+        return None
+    return round(sum((t.billing or 0.0) * (t.elapsed_s or 0.0) for t in billed) / 3600, 4)
+
+
+def run_account(run: RunRecord) -> str | None:
+    resources = run.settings.get("resources") if isinstance(run.settings, dict) else None
+    return resources.get("account") if isinstance(resources, dict) else None
+
+
+def allocation_hints(run: RunRecord, tasks: Sequence[TaskInfo]) -> list[str]:
+    """Pending tasks that wait for quota, explained once per reason."""
+    hints = []
+    for reason in sorted({t.reason for t in tasks if t.reason and t.state is TaskState.PENDING}):
+        text = explain_reason(reason, run_account(run))
+        if text:
+            hints.append(text)
+    return hints
+
+
+def billing_totals(reports: Sequence[RunReport]) -> dict[str, dict[str, float]]:
+    """Billing hours summed per table and per account, over runs that have them."""
+    by_table: dict[str, float] = {}
+    by_account: dict[str, float] = {}
+    for r in reports:
+        if r.billing_hours is None:
+            continue
+        by_table[r.table] = round(by_table.get(r.table, 0.0) + r.billing_hours, 4)
+        account = r.account or "(default)"
+        by_account[account] = round(by_account.get(account, 0.0) + r.billing_hours, 4)
+    return {"by_table": by_table, "by_account": by_account}
 
 
 def _rate(keys: KeyCounts, started: datetime | None, finished: datetime | None,
@@ -276,7 +322,8 @@ class Overview:
         return all(r.final for r in self.runs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"runs": [r.to_json(with_chunks=False) for r in self.runs]}
+        return {"runs": [r.to_json(with_chunks=False) for r in self.runs],
+                "billing": billing_totals(self.runs)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,7 +358,37 @@ class TableView:
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "table": self.table,
                 "progress": {"remaining": self.remaining, "total": self.total},
-                "runs": [r.to_json(with_chunks=False) for r in self.runs]}
+                "runs": [r.to_json(with_chunks=False) for r in self.runs],
+                "billing": billing_totals(self.runs)}
+
+
+@dataclass
+class SlurmPoll:
+    """The scheduler's word for repeated refreshes (`status --watch`), asked for sparingly.
+
+    The scheduler is asked at most every `backoff.slurm_interval` seconds (30 s,
+    more for runs of hours); in between, its last answer about each task stands,
+    while the ledger (and local processes) are read afresh on every refresh.
+    """
+
+    floor: float = backoff.MIN_SLURM_INTERVAL
+    asked_at: float | None = None
+    seen: Observed = field(default_factory=dict)
+    clock: Any = time.monotonic
+
+    def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]],
+                runs: Sequence[RunRecord]) -> Observed:
+        oldest = min((r.created for r in runs), default=None)
+        age = (now() - oldest).total_seconds() if oldest else 0.0
+        due = self.asked_at is None or (
+            self.clock() - self.asked_at >= backoff.slurm_interval(age, self.floor))
+        views = executors.observe(chunks, ask_scheduler=due)
+        if due:
+            self.asked_at = self.clock()
+            self.seen = {k: v for k, v in views.items() if v.accounting is not None}
+        else:
+            views.update({k: v for k, v in self.seen.items() if k in views})
+        return views
 
 
 # --- errors --------------------------------------------------------------------

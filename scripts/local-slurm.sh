@@ -221,7 +221,12 @@ JobAcctGatherFrequency=task=1
 # slurmd from marking the node INVAL ("Low socket*core*thread count").
 SlurmdParameters=config_overrides
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS Sockets=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM_MB State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# Billing like Sigma2's Saga "normal" partition (jobs/projects_accounting.md in
+# Sigma2's documentation): a CPU costs 1, a GiB of memory 0.2577031, and a job
+# is billed the largest of the two (MAX_TRES), so AllocTRES's billing= follows
+# the site's rule and djhpc's billing hours are real in tests.
+PriorityFlags=MAX_TRES
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP TRESBillingWeights="CPU=1.0,Mem=0.2577031G"
 EOF
 }
 

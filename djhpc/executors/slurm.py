@@ -21,7 +21,7 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from djhpc import plan
+from djhpc import backoff, plan
 from djhpc.errors import UsageError
 from djhpc.executors import GRACE, Accepted, Launch, Observed, TaskView, never_submitted
 from djhpc.executors import slurm_tools as tools
@@ -104,7 +104,7 @@ class SlurmExecutor:
                 if previous and launch.max_parallel:
                     params["dependency"] = f"afterany:{previous}"
                 executor.update_parameters(**params)
-                submitted = self._submit_array(
+                submitted = self._submit_array_retrying(
                     executor, [launch.task(c, slurm=True) for c in group])
                 accepted = {c.chunk: job for c, job in zip(group, submitted, strict=True)}
                 jobs.update(accepted)
@@ -116,6 +116,18 @@ class SlurmExecutor:
             self._cancel_ids(self.job_ids(jobs))
             raise
         return jobs
+
+    def _submit_array_retrying(self, executor: submitit.SlurmExecutor,
+                               tasks: list[Any]) -> list[str]:
+        """`_submit_array`, again after a pause while the controller is too busy to take it.
+
+        sbatch refuses a job outright when it is wrong (a bad account) and says
+        so; a busy controller answers with a time-out or "Resource temporarily
+        unavailable" instead, and then the same array is submitted again.
+        """
+        return backoff.retrying(
+            lambda: self._submit_array(executor, tasks), "sbatch",
+            lambda error: isinstance(error, SubmitRejected) and backoff.is_transient(str(error)))
 
     def job_ids(self, jobs: dict[int, str]) -> list[str]:
         return sorted({array_of(j) for j in jobs.values() if self.owns(j)}, key=int)

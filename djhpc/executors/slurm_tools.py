@@ -15,10 +15,12 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from djhpc import backoff
+from djhpc.allocation import billing_units
 from djhpc.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,20 @@ def _text(out: str | bytes | None) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
+class TransientSlurmError(SlurmError, backoff.Transient):
+    """The controller was busy or unreachable: the same command may work later."""
+
+
 def call(
+    cmd: list[str], *, timeout: float = 60.0, check: bool = True,
+    pauses: Sequence[float] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one Slurm client command, again after a pause while the controller is busy."""
+    return backoff.retrying(lambda: _run_once(cmd, timeout=timeout, check=check), cmd[0],
+                            lambda error: isinstance(error, TransientSlurmError), pauses)
+
+
+def _run_once(
     cmd: list[str], *, timeout: float = 60.0, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run one Slurm client command; the only place this package starts one."""
@@ -98,6 +113,10 @@ def call(
         raise SlurmError(
             f"could not start {name}: {exc}. Check the Slurm client installation", command=cmd
         ) from exc
+    if proc.returncode != 0 and backoff.is_transient(proc.stderr):
+        error = _failed(proc)
+        raise TransientSlurmError(str(error), command=error.command, returncode=proc.returncode,
+                                  stdout=proc.stdout, stderr=proc.stderr)
     if check and proc.returncode != 0:
         raise _failed(proc)
     return proc
@@ -182,6 +201,8 @@ class TaskInfo:
     timelimit_s: float | None = None
     start: str | None = None
     end: str | None = None
+    billing: float | None = None  # billing units (sacct AllocTRES billing=)
+    reason: str | None = None  # why a pending task waits (squeue %r)
 
 
 _ARRAY = re.compile(r"(?P<base>\d+)_\[(?P<spec>[^\]]*)\]")
@@ -264,16 +285,21 @@ def _field(text: str) -> str | None:
 # Raw (seconds / minutes) columns where sacct has them: no time format to guess.
 SACCT_FORMAT = (
     "JobID,State,ExitCode,NodeList,ElapsedRaw,AllocCPUS,TotalCPU,CPUTimeRAW,MaxRSS,ReqMem,"
-    "TimelimitRaw,Start,End"
+    "TimelimitRaw,Start,End,AllocTRES"
 )
 SACCT_FIELDS = tuple(SACCT_FORMAT.split(","))
 
 
-def _rows(text: str, fields: tuple[str, ...], source: str) -> Iterable[dict[str, str]]:
+def _rows(text: str, fields: tuple[str, ...], source: str,
+          optional: int = 0) -> Iterable[dict[str, str]]:
+    # `optional`: trailing fields added later (AllocTRES, Reason) that output
+    # captured with the older format lacks; they read as empty.
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         values = line.split("|")
+        if len(fields) - optional <= len(values) < len(fields):
+            values += [""] * (len(fields) - len(values))
         if len(values) != len(fields):
             log.warning(
                 "skipping %s line %d: %d fields, expected %d: %r",
@@ -319,6 +345,7 @@ def _sacct_task(row: dict[str, str]) -> TaskInfo:
         timelimit_s=None if limit_min is None else limit_min * 60.0,
         start=_field(row["Start"]),
         end=_field(row["End"]),
+        billing=billing_units(row["AllocTRES"]),
     )
 
 
@@ -326,7 +353,7 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
     """Tasks in `sacct -P -n --format=SACCT_FORMAT` output, step rows merged into their task."""
     tasks: dict[str, TaskInfo] = {}
     steps: list[tuple[str, str, dict[str, str]]] = []
-    for row in _rows(text, SACCT_FIELDS, "sacct"):
+    for row in _rows(text, SACCT_FIELDS, "sacct", optional=1):
         task_id, _, step = row["JobID"].strip().partition(".")
         if step:
             steps.append((task_id, step, row))  # merged below: steps may precede their task
@@ -347,8 +374,9 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
     return tasks
 
 
-SQUEUE_FIELDS = ("JobID", "State", "NodeList", "Time", "TimeLimit", "CPUs", "MinMemory", "Start")
-SQUEUE_FORMAT = "%i|%T|%N|%M|%l|%C|%m|%S"
+SQUEUE_FIELDS = ("JobID", "State", "NodeList", "Time", "TimeLimit", "CPUs", "MinMemory", "Start",
+                 "Reason")
+SQUEUE_FORMAT = "%i|%T|%N|%M|%l|%C|%m|%S|%r"
 
 
 def parse_squeue(text: str) -> dict[str, TaskInfo]:
@@ -358,7 +386,7 @@ def parse_squeue(text: str) -> dict[str, TaskInfo]:
     asked for memory per CPU, per node otherwise. `query` replaces it with sacct's total.
     """
     tasks: dict[str, TaskInfo] = {}
-    for row in _rows(text, SQUEUE_FIELDS, "squeue"):
+    for row in _rows(text, SQUEUE_FIELDS, "squeue", optional=1):
         info = TaskInfo(
             job_id=row["JobID"].strip(),
             state=task_state(row["State"]),
@@ -369,6 +397,7 @@ def parse_squeue(text: str) -> dict[str, TaskInfo]:
             req_mem_mb=_maybe(parse_memory_mb, row["MinMemory"]),
             timelimit_s=_maybe(parse_duration, row["TimeLimit"]),
             start=_field(row["Start"]),
+            reason=_field(row["Reason"]),
         )
         tasks.update(_expanded(info.job_id, info, "squeue"))
     return tasks
@@ -386,7 +415,8 @@ def sacct(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # With --jobs sacct searches from the epoch, not just today (sacct(1) DEFAULT TIME WINDOW).
-    proc = call(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False)
+    proc = call(["sacct", f"--jobs={ids}", "-P", "-n", f"--format={SACCT_FORMAT}"], check=False,
+               pauses=backoff.query_delays())
     if proc.returncode != 0:
         if "accounting storage is disabled" in proc.stderr.lower():
             log.warning("Slurm accounting is disabled: finished tasks are only seen via squeue")
@@ -401,7 +431,8 @@ def squeue(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
     if not ids:
         return {}
     # --jobs=, not "-j 1,2": squeue's -j takes an optional argument (squeue(1)).
-    proc = call(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False)
+    proc = call(["squeue", "-h", "-r", f"--jobs={ids}", "-o", SQUEUE_FORMAT], check=False,
+               pauses=backoff.query_delays())
     if proc.returncode != 0:
         # Exit 1 with this message when none of the ids is in the queue any more.
         if "invalid job id" in proc.stderr.lower():
@@ -425,7 +456,8 @@ def query(job_ids: Iterable[str]) -> dict[str, TaskInfo]:
             merged[task_id] = info
         elif not (done.state.final and info.state is TaskState.RUNNING):
             # squeue's %m is per CPU for --mem-per-cpu jobs; sacct's ReqMem is the total.
-            merged[task_id] = dataclasses.replace(info, req_mem_mb=done.req_mem_mb)
+            merged[task_id] = dataclasses.replace(info, req_mem_mb=done.req_mem_mb,
+                                                  billing=done.billing)
     return merged
 
 

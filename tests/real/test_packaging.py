@@ -19,8 +19,8 @@ def test_wheel_carries_the_profiles_and_finds_them(tmp_path: Path) -> None:
                     str(ROOT)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("djhpc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {f"djhpc/slurm_templates/{p}.yaml" for p in ("local", "idun", "saga", "fram", "betzy")
-            } <= set(names)
+    assert {f"djhpc/slurm_templates/{p}.yaml"
+            for p in ("local", "idun", "saga", "saga-optimist", "betzy", "olivia")} <= set(names)
     # A fresh environment with djhpc only from the wheel (and what profiles
     # need), far from the checkout.
     env_dir = tmp_path / "venv"
@@ -33,4 +33,4 @@ def test_wheel_carries_the_profiles_and_finds_them(tmp_path: Path) -> None:
          "print(p.__file__); print(' '.join(p.available_profiles()))"],
         cwd=tmp_path, check=True, capture_output=True, text=True).stdout.splitlines()
     assert str(ROOT) not in found[0]
-    assert found[1].split() == ["betzy", "fram", "idun", "local", "saga"]
+    assert found[1].split() == ["betzy", "idun", "local", "olivia", "saga", "saga-optimist"]

@@ -10,7 +10,8 @@ from djhpc.executors.slurm import submitit_parameters
 
 def test_shipped_profiles_load_and_validate() -> None:
     names = config.available_profiles()
-    assert {"local", "idun", "saga", "fram", "betzy"} <= set(names)
+    assert {"local", "idun", "saga", "saga-optimist", "betzy", "olivia"} <= set(names)
+    assert "fram" not in names
     for name in names:
         values = config.load_profile(name)
         rules = config.load_rules(name)

@@ -575,6 +575,8 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("SLURM_BITSTR_LEN", raising=False)
+    # Transient controller errors are retried once, without the pause.
+    monkeypatch.setenv("DJHPC_SLURM_RETRY_DELAYS", "0")
     return FakeSlurm(bin_dir)
 
 
