@@ -83,9 +83,8 @@ def _emit(data: Any) -> None:
 
 def _context(cli: dict[str, Any] | None = None, create: bool = True,
              require: bool = True) -> Context:
+    dj.route_logs(bool(click.get_current_context().find_root().params.get("verbose")))
     settings, sources = load(cli)
-    if not click.get_current_context().find_root().params.get("verbose"):
-        dj.quiet()
     return Context.open(settings, sources, create=create, require=require)
 
 
@@ -384,6 +383,7 @@ def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
 @handled
 def doctor(as_json: bool) -> None:
     """Check database, credentials, ledger schema, Slurm and profile."""
+    dj.route_logs(bool(click.get_current_context().find_root().params.get("verbose")))
     checks = doctor_checks.run_checks()
     data = [c.as_dict() for c in checks]
     _emit({"checks": data}) if as_json else click.echo(render.doctor(data))

@@ -156,9 +156,12 @@ def connection() -> Any:
     """DataJoint's shared connection, or a one-line error saying what to fix."""
     dj = _datajoint()
     configure()
+    install_timeouts()
     try:
         return dj.conn()
     except Exception as error:  # the drivers raise many types; translate them all
+        if _is_timeout(error):
+            raise timed_out_error() from None
         if is_legacy() and "SSL is required" in str(error) and dj.config["database.use_tls"] is None:
             # 0.14's "preferred" TLS fails on PyMySQL >= 1.2 when the server has
             # no TLS; fall back the way 2.x does.
@@ -168,6 +171,13 @@ def connection() -> Any:
             except Exception as retry_error:
                 error = retry_error
         raise connection_error(error) from None
+
+
+def _is_timeout(error: BaseException | None, depth: int = 0) -> bool:
+    if error is None or depth > 3:
+        return False
+    return isinstance(error, TimeoutError) or _is_timeout(error.__cause__ or error.__context__,
+                                                          depth + 1)
 
 
 def connection_error(error: BaseException) -> UsageError:
@@ -344,3 +354,133 @@ def reconnect(conn: Any) -> None:
         conn.connect()
     if hasattr(conn, "_in_transaction"):
         conn._in_transaction = False  # the server rolled back what was open
+
+
+# --- DataJoint's log and the drivers' timeouts (issue 11) ----------------------------
+
+
+class _QuietFallback:
+    """Drops 2.x's "SSL connection failed ... Falling back" note unless -v.
+
+    With DataJoint's default TLS setting it is logged on every connect to a
+    server without TLS (and before every connection error), which is noise
+    for a CLI whose errors are one line.
+    """
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("SSL connection failed")
+
+
+def route_logs(verbose: bool) -> None:
+    """DataJoint's log on stderr (2.x writes it to stdout), WARNING and up unless -v.
+
+    stdout carries only djhpc's own output, so `--json` stays parseable.
+    """
+    import logging
+    import warnings
+
+    if "datajoint" not in sys.modules:
+        # 2.x picks its stream at import and may log while importing.
+        before = os.environ.get("DJ_LOG_STREAM")
+        os.environ["DJ_LOG_STREAM"] = "stderr"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import datajoint  # noqa: F401  (its logging module installs the handler)
+        finally:
+            if before is None:
+                os.environ.pop("DJ_LOG_STREAM", None)
+            else:
+                os.environ["DJ_LOG_STREAM"] = before
+    logger = logging.getLogger("datajoint")
+    if logger.handlers:
+        logger.propagate = False  # its own handler prints it; djhpc's root handler would repeat it
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+                sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+        if not verbose and not any(isinstance(f, _QuietFallback) for f in handler.filters):
+            handler.addFilter(_QuietFallback())
+    if not verbose:
+        quiet()
+
+
+DEFAULT_TIMEOUT = 15.0
+_timeout = {"seconds": DEFAULT_TIMEOUT}
+_timed_out: set[tuple[str, str]] = set()
+
+
+def set_timeout(seconds: float | None) -> None:
+    """Most seconds to wait for the server to accept and answer a new connection."""
+    _timeout["seconds"] = float(seconds) if seconds else DEFAULT_TIMEOUT
+
+
+def _bounded(connect: Any, driver: str) -> Any:
+    """The driver's connect() with djhpc's timeout on connecting and on the handshake.
+
+    Neither line of DataJoint passes a read timeout, so a port that accepts TCP
+    but never answers (not a database, a hung server) blocked forever. The bound
+    covers only the connect and the handshake: queries may rightly take longer
+    (planning a million keys), so pymysql's read/write timeouts are lifted once
+    connected. A connect that timed out is not tried again in this process
+    (DataJoint retries without TLS, which would double the wait).
+    """
+    import time
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        seconds = _timeout["seconds"]
+        where = (str(kwargs.get("host")), str(kwargs.get("port")))
+        if where in _timed_out:
+            raise TimeoutError(f"no answer within {seconds:g} s")
+        if driver == "pymysql":
+            kwargs.update(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds)
+        else:  # libpq's connect_timeout covers the handshake too; whole seconds, >= 2
+            kwargs["connect_timeout"] = max(2, round(seconds))
+        started = time.monotonic()
+        try:
+            conn = connect(*args, **kwargs)
+        except Exception:
+            if time.monotonic() - started >= seconds * 0.9:
+                _timed_out.add(where)
+                raise TimeoutError(f"no answer within {seconds:g} s") from None
+            raise
+        if driver == "pymysql":
+            conn._read_timeout = conn._write_timeout = None
+            conn._current_timeout = None
+            conn._sock.settimeout(None)
+        return conn
+
+    bounded.djhpc_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def install_timeouts() -> None:
+    """Wrap the drivers' connect() once, for both lines of DataJoint."""
+    import importlib
+
+    for driver in ("pymysql", "psycopg2"):
+        try:
+            module = importlib.import_module(driver)
+        except ImportError:
+            continue
+        if not getattr(module.connect, "djhpc_bounded", False):
+            setattr(module, "connect", _bounded(module.connect, driver))  # noqa: B010
+
+
+def timed_out_error() -> UsageError:
+    return UsageError(
+        f"The database at {_where()} did not answer within {_timeout['seconds']:g} s",
+        "Check DJ_HOST/DJ_PORT point at the database server and that it is not overloaded; "
+        "db_timeout: sets the limit")
+
+
+# --- DataJoint versions ------------------------------------------------------------
+
+
+def version_warning() -> str | None:
+    """A known-bad DataJoint release, in words; None when the version is fine."""
+    version = str(_datajoint().__version__)
+    if version == "2.3.0":
+        return ("DataJoint 2.3.0 traces every dependency for each key (about 50 ms and 60 "
+                "queries per key, fixed in 2.3.1): upgrade with pip install -U datajoint")
+    return None

@@ -41,6 +41,7 @@ def run_checks() -> list[Check]:
 
 def _database(settings: Settings) -> list[Check]:
     dj.quiet()
+    dj.set_timeout(settings.db_timeout)
     try:
         conn = dj.connection()
     except DjhpcError as error:

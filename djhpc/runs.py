@@ -48,6 +48,7 @@ class Context:
     def open(cls, settings: Settings, sources: Sources, create: bool = True,
              require: bool = True) -> Context:
         """`create`: make the ledger if missing; `require`: fail if it is missing."""
+        dj.set_timeout(settings.db_timeout)
         conn = dj.connection()
         schema = settings.ledger_schema or default_schema(dj.db_user(conn))
         ledger = Ledger(conn, schema)
