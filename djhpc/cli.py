@@ -47,7 +47,7 @@ def _fail(error: BaseException, verbose: bool) -> None:
     if isinstance(error, SlurmError):
         click.echo(f"Error: {error}", err=True)
         sys.exit(2)
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = shorten(str(error), 500) or type(error).__name__
     click.echo(f"Error: {type(error).__name__}: {text}. Run again with -v for the traceback, "
                "and report it if it looks like a bug in djhpc.", err=True)
     sys.exit(1)
@@ -88,7 +88,34 @@ def _context(cli: dict[str, Any] | None = None, create: bool = True,
     return Context.open(settings, sources, create=create, require=require)
 
 
-@click.group(context_settings=CONTEXT)
+def shorten(text: str, limit: int = 200) -> str:
+    """A user's long input cut to `limit` characters for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
+
+
+class OneLineGroup(click.Group):
+    """click's own usage errors in the contract's form: one `Error:` line, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx else "djhpc"
+            message = shorten(error.format_message().rstrip("."), 300)
+            click.echo(f"Error: {message}. See {where} --help", err=True)
+            sys.exit(2)
+        except click.ClickException as error:
+            click.echo(f"Error: {shorten(error.format_message(), 300)}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(context_settings=CONTEXT, cls=OneLineGroup)
 @click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
 @click.version_option(__version__, "-V", "--version")
 def main(verbose: int) -> None:
@@ -208,7 +235,8 @@ def _run_id(text: str) -> int | None:
 @main.command(context_settings=CONTEXT)
 @click.argument("what", required=False, metavar="[RUN_ID|TARGET]")
 @click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to stop).")
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between refreshes.",
+              type=click.FloatRange(min=0, min_open=True))
 @click.option("--all", "show_all", is_flag=True, help="Every run, not just active and recent.")
 @json_option
 @handled

@@ -129,6 +129,7 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
             f"{cls.__name__}'s key has {', '.join(collisions)}, named like columns of DataJoint "
             "2.x's jobs table, which breaks populate(reserve_jobs=True); djhpc does not use "
             "that table, so its runs are safe")
+    _check_restrictions(restrictions)
     pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
     return Prepared(target, cls, table, list(restrictions), pending_sql,
                     dj.key_attributes(table), executor, resources,
@@ -146,19 +147,26 @@ def _max_array_size(settings: Settings, executor: str) -> int | None:
                          "Check that Slurm runs here (sinfo), or use --executor local") from None
 
 
+def _check_restrictions(restrictions: Sequence[str]) -> None:
+    if any(not r.strip() for r in restrictions):
+        raise UsageError("An empty restriction (-r \"\")",
+                         "Give an SQL condition such as -r \"session_date > '2024-01-01'\", or "
+                         "leave -r out for every pending key")
+
+
 def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> str:
     try:
         sql = dj.pending_sql(table, restrictions)
     except Exception as error:
-        raise UsageError(f"Invalid restriction: {dj.server_message(error)}",
+        raise UsageError(f"Invalid restriction: {_short(dj.server_message(error), 300)}",
                          "Restrictions are SQL conditions on the key_source, "
                          "e.g. -r \"session_date > '2024-01-01'\"") from None
     try:
         dj.query(ctx.conn, f"SELECT 1 FROM ({sql}) AS q LIMIT 0")
     except Exception as error:
-        shown = "; ".join(restrictions) or "(none)"
+        shown = _short("; ".join(restrictions)) or "(none)"
         raise UsageError(f"The database rejected the restriction {shown}: "
-                         f"{dj.server_message(error)}",
+                         f"{_short(dj.server_message(error), 300)}",
                          "Fix the SQL condition (attribute names, quotes)") from None
     return sql
 
@@ -233,6 +241,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "signal_delay": s.signal_delay, "python": s.python,
         "max_array_size": prepared.max_array_size,
     }
+    _check_before_recording(ctx, prepared, run_settings, base_dir)
     run, held = ledger.record_run(
         target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
         table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
@@ -261,6 +270,62 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
                       slurm_jobs(jobs), prepared.resources,
                       s.max_parallel, len(plan.arrays(plan_chunks, prepared.max_array_size)),
                       "", str(run_dir), warnings=prepared.warnings)
+
+
+# Column sizes of the ledger's run table (ledger.py): checked before a run is recorded.
+_TEXT_BYTES = 65535  # MySQL's TEXT
+_PATH_CHARS = 1024  # workdir, run_dir
+
+
+def _check_before_recording(ctx: Context, prepared: Prepared, run_settings: dict[str, Any],
+                            base_dir: Path) -> None:
+    """What the ledger or the filesystem would refuse, refused before anything is written."""
+    import json
+
+    workdir = str(Path.cwd())
+    if len(workdir) > _PATH_CHARS:
+        raise UsageError(f"The working directory's path is {len(workdir)} characters long "
+                         f"(djhpc keeps at most {_PATH_CHARS})",
+                         "Run djhpc from a directory with a shorter path (a symlink helps)")
+    longest_run_dir = str(run_dir_for(ctx, 10**12))
+    if len(longest_run_dir) > _PATH_CHARS:
+        raise UsageError(f"run_dir {_short(str(base_dir))} is too long for the ledger "
+                         f"({len(longest_run_dir)} > {_PATH_CHARS} characters)",
+                         "Set run_dir: to a shorter path")
+    size = len(json.dumps(run_settings, default=str).encode())
+    if size > _TEXT_BYTES:
+        raise UsageError(f"The run's restrictions and settings take {size:,} bytes; the ledger "
+                         f"keeps at most {_TEXT_BYTES:,}",
+                         "Shorten the restriction (e.g. a range instead of a long IN list, or "
+                         "a lookup table to join)")
+    paths = len(json.dumps(list(prepared.target.paths)).encode())
+    if paths > _TEXT_BYTES:
+        raise UsageError(f"The target's import paths take {paths:,} bytes",
+                         "Import the target from fewer, shorter paths")
+    make_run_base(base_dir)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
+
+
+def make_run_base(base_dir: Path) -> None:
+    """run_dir itself, created private (0700) if missing, and writable; else a usage error."""
+    import os
+
+    try:
+        if not base_dir.exists():
+            base_dir.mkdir(parents=True, mode=0o700)
+            base_dir.chmod(0o700)  # mkdir's mode is cut by the umask
+        if not base_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        if not os.access(base_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise UsageError(f"Cannot create a run directory in run_dir {_short(str(base_dir))}: "
+                         f"{error.strerror or error}",
+                         "Set run_dir: to a writable directory on a filesystem the compute "
+                         "nodes share") from None
 
 
 def slurm_jobs(jobs: dict[int, str]) -> list[str]:
