@@ -184,6 +184,7 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
         click.echo(render.submission(preview, dry_run=False))
         click.confirm(f"Submit {preview.keys} keys in {len(preview.chunks)} tasks?",
                       default=True, abort=True)
+    _warn_password_once(ctx, prepared.executor)
     sub = runs.submit(ctx, prepared)
     if sub.run_id is None:
         message = "Nothing to do: no pending keys" + (
@@ -193,6 +194,17 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
     if not as_json:
         click.echo(render.submission(sub, dry_run=False))
     _follow(ctx, sub, sub.run_id, wait, as_json)
+
+
+def _warn_password_once(ctx: Context, executor: str) -> None:
+    """Before a user's first Slurm run: a password only in DJ_PASS ends up in Slurm's records."""
+    from djhpc import credentials
+
+    if executor != "slurm" or (ctx.ledger.exists() and ctx.ledger.runs(limit=1)):
+        return
+    warning = credentials.environment_warning()
+    if warning:
+        click.echo(f"Warning: {warning}.", err=True)
 
 
 def _follow(ctx: Context, sub: runs.Submission, run_id: int, wait: bool, as_json: bool) -> None:

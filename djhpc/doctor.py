@@ -33,6 +33,7 @@ def run_checks() -> list[Check]:
     where = str(sources.project_file) if sources.project_file else "no djhpc.yaml (defaults)"
     checks.append(Check("settings", True, where))
     checks += _database(settings)
+    checks += _credentials(checks[-1])
     checks.append(_slurm(settings))
     checks.append(_profile(settings, sources.project_file.parent if sources.project_file else None))
     checks.append(_run_dir(settings))
@@ -99,3 +100,20 @@ def _run_dir(settings: Settings) -> Check:
     shared = "" if str(directory).startswith(str(Path.home())) or os.environ.get("CI") else (
         " (make sure compute nodes see it)")
     return Check("run_dir", True, f"{directory}{shared}")
+
+
+def _credentials(last: Check) -> list[Check]:
+    """Where the password comes from: a DJ_PASS alone is copied into Slurm's job records."""
+    from djhpc import credentials
+
+    if not last.ok and last.name == "database":
+        return []
+    try:
+        warning = credentials.environment_warning()
+    except Exception as error:  # a config file DataJoint itself could not read
+        return [Check("credentials", False, f"{type(error).__name__}: {error}")]
+    if warning:
+        return [Check("credentials", True, f"warning: {warning}")]
+    source = credentials.password_source().value
+    return [Check("credentials", True, {"file": "password from a DataJoint config file",
+                                        "none": "no password set"}.get(source, source))]

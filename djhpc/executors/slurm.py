@@ -20,7 +20,7 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from djhpc import plan, slurm
+from djhpc import credentials, plan, slurm
 from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import ChunkRecord, RunRecord
@@ -82,7 +82,8 @@ class SlurmExecutor:
     def _submit_array(self, executor: submitit.SlurmExecutor, tasks: list[Any]) -> list[str]:
         stderr = io.StringIO()  # submitit prints sbatch's complaints; we report them once
         try:
-            with contextlib.redirect_stderr(stderr), executor.batch():
+            with contextlib.redirect_stderr(stderr), credentials.out_of_job_environment(), \
+                    executor.batch():
                 pending = [executor.submit(task) for task in tasks]
         except Exception as error:
             script = sorted(Path(executor.folder).glob(".submission_file_*.sh"),
