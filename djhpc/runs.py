@@ -131,9 +131,31 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
             "that table, so its runs are safe")
     _check_restrictions(restrictions)
     pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
+    max_array = _max_array_size(settings, executor)
+    check_partition(resources, executor)
     return Prepared(target, cls, table, list(restrictions), pending_sql,
-                    dj.key_attributes(table), executor, resources,
-                    _max_array_size(settings, executor), warnings)
+                    dj.key_attributes(table), executor, resources, max_array, warnings)
+
+
+def check_partition(resources: profile.Resources, executor: str) -> None:
+    """A task that the partition can never run is refused here, not left pending forever."""
+    if executor != "slurm":
+        return
+    try:
+        known = slurm.partitions()
+    except slurm.SlurmError as error:
+        log.debug("partition limits not checked: %s", error)
+        return
+    name = resources.partition
+    part = known.get(name) if name else next((p for p in known.values() if p.default), None)
+    if part is None:  # an unknown name: sbatch says so itself
+        return
+    problems = slurm.resource_problems(part, cpus=resources.cpus, mem_mb=resources.mem_mb,
+                                       gpus=resources.gpus, time_s=resources.time_s)
+    if problems:
+        raise UsageError(f"The partition cannot run these tasks: {'; '.join(problems)}",
+                         "Ask for less (--cpus, --mem, --gpus, --time) or choose another "
+                         "--partition (sinfo lists them)")
 
 
 def _max_array_size(settings: Settings, executor: str) -> int | None:

@@ -74,6 +74,7 @@ class ChunkView:
     max_rss_mb: float | None = None
     started: str | None = None
     finished: str | None = None
+    pending_reason: str | None = None  # squeue's reason code while the task waits
 
 
 @dataclass
@@ -260,7 +261,8 @@ def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
             elapsed_s=(task.elapsed_s if task and task.elapsed_s is not None
                        else _elapsed(c.started, c.finished)),
             max_rss_mb=task.max_rss_mb if task else None,
-            started=_iso(c.started), finished=_iso(c.finished)))
+            started=_iso(c.started), finished=_iso(c.finished),
+            pending_reason=task.reason if task and task.state is TaskState.PENDING else None))
     state = run_state(run, latest, keys)
     task_counts = Counter(v.task_state or "unknown" for v in views)
 
@@ -278,7 +280,22 @@ def report(ledger: Ledger, run: RunRecord, chunks: list[ChunkRecord],
         state=state, keys=keys, tasks=dict(task_counts), core_hours=round(core_hours, 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=efficiency, hints=_hints(efficiency, state), chunks=views)
+        efficiency=efficiency, hints=_hints(efficiency, state) + pending_hints(views),
+        chunks=views)
+
+
+def pending_hints(views: Sequence[ChunkView]) -> list[str]:
+    """Why queued tasks wait, in words, one line per reason."""
+    from djhpc.slurm import pending_reason_text
+
+    waiting = Counter(v.pending_reason for v in views if v.pending_reason)
+    hints = []
+    for reason, count in waiting.most_common():
+        text = pending_reason_text(reason)
+        tasks = f"{count} task{'s' if count > 1 else ''}"
+        hints.append(f"{tasks} pending ({reason}): {text}" if text
+                     else f"{tasks} pending ({reason})")
+    return hints
 
 
 def _elapsed(start: datetime | None, end: datetime | None) -> float | None:
