@@ -386,6 +386,12 @@ def cancel(run_id: int, yes: bool, as_json: bool) -> None:
     ctx.ledger.run(run_id)  # a clear error for an unknown run, before any prompt
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm(f"Cancel run {run_id}?", default=True, abort=True)
+    before = runs.status_of(ctx, run_id)
+    if before.final:
+        message = (f"Run {run_id} had already ended ({before.state}): nothing to cancel. "
+                   f"{before.keys.done}/{before.keys.total} keys done.")
+        _emit(before.to_json() | {"message": message}) if as_json else click.echo(message)
+        return
     report = runs.cancel(ctx, run_id)
     if as_json:
         _emit(report.to_json())

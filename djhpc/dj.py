@@ -320,21 +320,35 @@ def progress(table: Any) -> tuple[int, int]:
 # --- transient database errors ------------------------------------------------
 
 _TRANSIENT_CODES = {1205, 1213, 2006, 2013}  # lock wait, deadlock, gone away, lost
-_TRANSIENT_WORDS = ("deadlock", "lock wait timeout", "lost connection", "server has gone away",
-                    "connection already closed", "server closed the connection",
-                    "terminating connection")
+# PostgreSQL SQLSTATEs: deadlock, serialization failure, lock not available,
+# admin/crash shutdown, cannot connect now; class 08 is every connection exception.
+_TRANSIENT_SQLSTATES = {"40P01", "40001", "55P03", "57P01", "57P02", "57P03"}
+# psycopg2.errors' classes for the same states, and the bare classes of a lost connection.
+_TRANSIENT_PG_TYPES = {"DeadlockDetected", "SerializationFailure", "LockNotAvailable",
+                       "AdminShutdown", "CrashShutdown", "CannotConnectNow",
+                       "OperationalError", "InterfaceError"}
 
 
 def is_transient(error: BaseException, _depth: int = 0) -> bool:
-    """A deadlock, lock wait timeout or lost connection: worth another try."""
-    if type(error).__name__ == "LostConnectionError":
+    """A deadlock, lock wait timeout or lost connection: worth another try.
+
+    Recognised by the driver's error code or type, never by message text: a
+    user's own exception that mentions "deadlock" is the user's error.
+    """
+    if type(error).__name__ == "LostConnectionError" and \
+            type(error).__module__.startswith("datajoint"):
         return True
+    module = type(error).__module__
     args = getattr(error, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_CODES:
+    if module.startswith("pymysql") and args and isinstance(args[0], int) \
+            and args[0] in _TRANSIENT_CODES:
         return True
-    text = str(error).lower()
-    if any(word in text for word in _TRANSIENT_WORDS):
-        return True
+    if module.startswith("psycopg2"):
+        code = getattr(error, "pgcode", None)
+        if code is not None:
+            return code in _TRANSIENT_SQLSTATES or code.startswith("08")
+        # No SQLSTATE on the bare classes: the client lost the server.
+        return type(error).__name__ in _TRANSIENT_PG_TYPES
     cause = error.__cause__ or error.__context__
     return _depth < 3 and cause is not None and is_transient(cause, _depth + 1)
 

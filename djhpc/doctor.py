@@ -83,6 +83,8 @@ def _profile(settings: Settings, project_dir: Path | None) -> Check:
     try:
         rules = profile.load_rules(name, project_dir)
         res = profile.resources(settings, None, rules)
+        for table in settings.tables:  # each table's overrides must hold up too
+            profile.resources(settings, table, rules)
     except DjhpcError as error:
         return Check("profile", False, error.message)
     return Check("profile", True, f"{name or '(none: package defaults)'}: {res.describe()}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from djhpc.config import RESOURCE_KEYS, Settings, check_keys, coerce, read_yaml, user_config_path
 from djhpc.errors import UsageError
-from djhpc.slurm import parse_duration, parse_memory_mb
+from djhpc.slurm import parse_duration, parse_memory_mb, parse_walltime
 
 # Keys a profile file may hold besides settings: its rules.
 RULE_KEYS = ("description", "account_required", "max_time", "partitions")
@@ -158,7 +158,7 @@ def resources(settings: Settings, table: str | None = None, rules: Rules | None 
         check_keys(override, f"tables: {table}", allowed=RESOURCE_KEYS)
         values.update({k: coerce(k, v, f"tables: {table}") for k, v in override.items()
                        if k not in settings.pinned})
-    time_s = _positive(parse_duration, values["time"], "time",
+    time_s = _positive(parse_walltime, values["time"], "time",
                        "Give a walltime like 30, 2:00:00 or 1-12:00:00 (D-HH:MM:SS)")
     mem_mb = _positive(parse_memory_mb, values["mem"], "memory", "Give a size like 4G, 500M or 1.5T")
     extra = dict(values.get("slurm") or {})

@@ -381,6 +381,8 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
     every `slurm_every` seconds, to find tasks that died without reporting.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    if ctx.ledger.run(run_id).executor in ("local", "debug"):
+        poll = min(poll, LOCAL_POLL)  # no Slurm to spare: notice the end at once
     asked = -slurm_every
     while True:
         ask = time.monotonic() - asked >= slurm_every
@@ -395,6 +397,9 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
         if deadline is not None and time.monotonic() > deadline:
             return current
         time.sleep(poll)
+
+
+LOCAL_POLL = 0.25  # seconds between ledger reads while waiting for a local run
 
 
 def cancel(ctx: Context, run_id: int) -> RunReport:
@@ -431,6 +436,9 @@ def retry(ctx: Context, run_id: int) -> Submission:
     settings = ctx.settings
     if "max_parallel" not in settings.pinned and run.settings.get("max_parallel"):
         ctx.settings = settings = settings.replace(max_parallel=run.settings["max_parallel"])
+    size = _run_chunk_size(ledger, run)
+    if size and not {"chunk_size", "tasks"} & set(settings.pinned):
+        ctx.settings = settings = settings.replace(chunk_size=size, tasks=None)
     target = targets.Target.from_ref(run.target, run.paths)
     cls = target.load()
     executor = run.executor if settings.executor == "auto" else executors.choose(settings.executor)
@@ -458,6 +466,12 @@ def retry(ctx: Context, run_id: int) -> Submission:
     base.jobs = slurm_jobs(jobs)
     base.arrays = len(plan.arrays(plan_chunks, prepared.max_array_size))
     return base
+
+
+def _run_chunk_size(ledger: Ledger, run: RunRecord) -> int | None:
+    """The keys per chunk the run was planned with: its first attempt's largest chunk."""
+    first = [c.keys for c in ledger.chunks(run.run_id) if c.attempt == 1]
+    return max(first) if first else None
 
 
 def _retry_resources(run: RunRecord, settings: Settings) -> profile.Resources:

@@ -767,3 +767,21 @@ def _clock(seconds: float) -> str:
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
     return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{sec:02d}"
+
+
+def parse_walltime(text: str) -> float:
+    """Seconds in a time limit a user gives (--time): parse_duration, with each field in range.
+
+    Slurm itself reads "99:99" as 99 minutes 99 seconds; a user who typed it
+    meant something else, so minutes and seconds above 59 (and hours above 23
+    after a day count) are refused.
+    """
+    seconds = parse_duration(text)
+    _, dash, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if len(parts) > 1 or dash:
+        if any(float(p) >= 60 for p in parts[1:]):
+            raise ValueError(f"minutes and seconds above 59 in {text!r}")
+        if dash and float(parts[0]) >= 24:
+            raise ValueError(f"hours above 23 after a day count in {text!r}")
+    return seconds

@@ -28,13 +28,33 @@ class _Err(Exception):
     pass
 
 
+def _pymysql(code: int, message: str) -> Exception:
+    import pymysql
+
+    return pymysql.err.OperationalError(code, message)
+
+
+def _psycopg2(name: str, message: str) -> Exception:
+    import psycopg2
+    import psycopg2.errors
+
+    cls = getattr(psycopg2.errors, name, None) or getattr(psycopg2, name)
+    return cls(message)  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize(("error", "transient"), [
-    (_Err(1213, "Deadlock found when trying to get lock"), True),
-    (_Err(1205, "Lock wait timeout exceeded"), True),
-    (_Err(2013, "Lost connection to MySQL server during query"), True),
-    (_Err("server closed the connection unexpectedly"), True),
-    (_Err(1062, "Duplicate entry"), False),
+    (_pymysql(1213, "Deadlock found when trying to get lock"), True),
+    (_pymysql(1205, "Lock wait timeout exceeded"), True),
+    (_pymysql(2013, "Lost connection to MySQL server during query"), True),
+    (_psycopg2("OperationalError", "server closed the connection unexpectedly"), True),
+    (_psycopg2("InterfaceError", "connection already closed"), True),
+    (_psycopg2("DeadlockDetected", "deadlock detected"), True),
+    (_psycopg2("UniqueViolation", "duplicate key"), False),
+    (_pymysql(1062, "Duplicate entry"), False),
     (ValueError("bad spikes"), False),
+    # A user's own exception is the user's, whatever it says or carries.
+    (RuntimeError("deadlock in my simulation; lost connection to the rig"), False),
+    (_Err(1213, "Deadlock found when trying to get lock"), False),
 ])
 def test_transient_errors(error: Exception, transient: bool) -> None:
     assert dj.is_transient(error) is transient
@@ -43,8 +63,8 @@ def test_transient_errors(error: Exception, transient: bool) -> None:
 def test_transient_cause_is_found() -> None:
     try:
         try:
-            raise _Err(2006, "MySQL server has gone away")
-        except _Err as inner:
+            raise _pymysql(2006, "MySQL server has gone away")
+        except Exception as inner:
             raise RuntimeError("query failed") from inner
     except RuntimeError as outer:
         assert dj.is_transient(outer)
