@@ -150,6 +150,8 @@ def main(verbose: int) -> None:
 @click.option("--mem", help="Memory per task, e.g. 4G.")
 @click.option("--cpus", type=int, help="CPUs per task.")
 @click.option("--gpus", type=int, help="GPUs per task.")
+@click.option("--make-kwargs", metavar="JSON",
+              help="Keyword arguments for make(), as populate(make_kwargs=) passes them.")
 @click.option("--dry-run", is_flag=True, help="Plan only: write nothing, submit nothing.")
 @click.option("--wait", is_flag=True, help="Block until the run ends; exit 1 if a key failed.")
 @click.option("-y", "--yes", is_flag=True, help="No confirmation prompt.")
@@ -169,6 +171,7 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1", "Give a positive number")
     if options.get("chunk_size") and options.get("tasks"):
         raise UsageError("--chunk-size and --tasks both given", "Use one of them")
+    options["make_kwargs"] = _json_object(options.get("make_kwargs"), "--make-kwargs")
     ctx = _context(options, create=not dry_run, require=False)
     prepared = runs.prepare(ctx, target, restrictions)
     if dry_run:
@@ -194,6 +197,22 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
     if not as_json:
         click.echo(render.submission(sub, dry_run=False))
     _follow(ctx, sub, sub.run_id, wait, as_json)
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    """A JSON object given on the command line, or a usage error saying what is wrong."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{option} is not valid JSON ({error.msg} at character {error.pos}): "
+                         f"{shorten(text, 80)}",
+                         f"Give a JSON object, e.g. {option} '{{\"window\": 5}}'") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} must be a JSON object, not {type(value).__name__}",
+                         f"Give a JSON object, e.g. {option} '{{\"window\": 5}}'")
+    return value
 
 
 def _warn_password_once(ctx: Context, executor: str) -> None:

@@ -290,7 +290,8 @@ def decode_key(values: Sequence[Any], names: Sequence[str], uuids: set[str]) -> 
     return key
 
 
-def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException | None]:
+def populate_one(table: Any, key: dict[str, Any],
+                 make_kwargs: dict[str, Any] | None = None) -> tuple[bool, BaseException | None]:
     """Make one key in its own transaction, as `populate()` does for each key.
 
     Returns (made, error). Both lines share `_populate1`, which skips a key that
@@ -298,8 +299,10 @@ def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException |
     the key_source's primary key, so it can never widen to other keys.
     """
     try:
+        # make_kwargs reaches make() exactly as populate(make_kwargs=) passes it (both lines).
         result = table._populate1(
-            key, jobs=None, suppress_errors=True, return_exception_objects=True
+            key, jobs=None, suppress_errors=True, return_exception_objects=True,
+            **({"make_kwargs": make_kwargs} if make_kwargs else {})
         )
     except Exception as error:
         # On PostgreSQL a dropped connection also breaks DataJoint's own

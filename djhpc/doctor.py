@@ -50,6 +50,9 @@ def _database(settings: Settings) -> list[Check]:
     d = dj.dialect(conn)
     checks = [Check("database", True, f"{d.backend} via DataJoint {dj.major_version()}.x, "
                     f"user {dj.db_user(conn)}")]
+    slow = dj.version_warning()
+    if slow:
+        checks.append(Check("datajoint", False, slow))
     schema = settings.ledger_schema or default_schema(dj.db_user(conn))
     ledger = Ledger(conn, schema)
     try:

@@ -91,7 +91,7 @@ class Submission:
             "chunk_keys": [c.keys for c in self.chunks][:1000],
             "executor": self.executor, "jobs": self.jobs, "arrays": self.arrays,
             "max_parallel": self.max_parallel, "resources": self.resources.describe(),
-            "run_dir": self.run_dir,
+            "run_dir": self.run_dir, "warnings": self.warnings,
         }
         if self.status is not None:
             data["status"] = self.status.to_json()
@@ -122,7 +122,7 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
     target, cls = targets.resolve(target_text, settings.modules)
     resources = profile.resources(settings, cls.__name__, rules)
     table = cls()
-    warnings = []
+    warnings = [w for w in (dj.version_warning(),) if w]
     collisions = dj.jobs_column_collisions(table)
     if collisions:
         warnings.append(
@@ -262,6 +262,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "max_parallel": s.max_parallel, "profile": s.profile, "requeue": s.requeue,
         "signal_delay": s.signal_delay, "python": s.python,
         "max_array_size": prepared.max_array_size,
+        "make_kwargs": s.make_kwargs,
     }
     _check_before_recording(ctx, prepared, run_settings, base_dir)
     run, held = ledger.record_run(
