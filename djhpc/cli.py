@@ -102,6 +102,9 @@ class OneLineGroup(click.Group):
         try:
             result = super().main(*args, **kwargs)
         except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `djhpc`: its help, as click shows it
+                error.show()
+                sys.exit(error.exit_code)
             where = error.ctx.command_path if error.ctx else "djhpc"
             message = shorten(error.format_message().rstrip("."), 300)
             click.echo(f"Error: {message}. See {where} --help", err=True)

@@ -446,6 +446,7 @@ def retry(ctx: Context, run_id: int) -> Submission:
     prepared = Prepared(target, cls, cls(), run.settings.get("restrictions", []), "",
                         run.key_attrs, executor, _retry_resources(run, settings), None, [])
     prepared.max_array_size = _max_array_size(settings, executor)
+    check_partition(prepared.resources, executor)
     attempt = run.attempts + 1
     chunks = ledger.repend(run, attempt, _plan(ctx, prepared))
     base = Submission(run_id, run.target, run.table_name, 0, 0, [], prepared.executor, [],

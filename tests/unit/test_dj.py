@@ -68,3 +68,38 @@ def test_transient_cause_is_found() -> None:
             raise RuntimeError("query failed") from inner
     except RuntimeError as outer:
         assert dj.is_transient(outer)
+
+
+def test_connect_timeout_is_applied_and_not_repeated() -> None:
+    """The drivers' connect gets djhpc's bound; a timed-out address fails fast afterwards."""
+    import time
+
+    calls: list[dict[str, object]] = []
+
+    def slow_connect(**kwargs: object) -> object:
+        calls.append(kwargs)
+        time.sleep(0.25)
+        raise OSError("timed out")
+
+    dj.set_timeout(0.2)
+    try:
+        bounded = dj._bounded(slow_connect, "psycopg2")
+        with pytest.raises(TimeoutError):
+            bounded(host="db.example", port=1)
+        assert calls[0]["connect_timeout"] == 2  # libpq's whole seconds, at least 2
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # DataJoint's retry without TLS: no second wait
+            bounded(host="db.example", port=1)
+        assert len(calls) == 1 and time.monotonic() - started < 0.1
+    finally:
+        dj.set_timeout(None)
+        dj._timed_out.clear()
+
+
+def test_a_quick_refusal_is_not_a_timeout() -> None:
+    def refused(**kwargs: object) -> object:
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        dj._bounded(refused, "pymysql")(host="h", port=2)
+    assert ("h", "2") not in dj._timed_out
