@@ -424,7 +424,10 @@ def route_logs(verbose: bool) -> None:
 
 DEFAULT_TIMEOUT = 15.0
 _timeout = {"seconds": DEFAULT_TIMEOUT}
-_timed_out: set[tuple[str, str]] = set()
+# When each address last timed out: DataJoint 2.x retries without TLS right away,
+# which would double the wait; later reconnects (a worker's) wait again in full.
+_timed_out: dict[tuple[str, str], float] = {}
+_RETRY_WINDOW = 2.0
 
 
 def set_timeout(seconds: float | None) -> None:
@@ -439,7 +442,7 @@ def _bounded(connect: Any, driver: str) -> Any:
     but never answers (not a database, a hung server) blocked forever. The bound
     covers only the connect and the handshake: queries may rightly take longer
     (planning a million keys), so pymysql's read/write timeouts are lifted once
-    connected. A connect that timed out is not tried again in this process
+    connected. A connect to an address that timed out a moment ago fails at once
     (DataJoint retries without TLS, which would double the wait).
     """
     import time
@@ -447,7 +450,7 @@ def _bounded(connect: Any, driver: str) -> Any:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         seconds = _timeout["seconds"]
         where = (str(kwargs.get("host")), str(kwargs.get("port")))
-        if where in _timed_out:
+        if time.monotonic() - _timed_out.get(where, -_RETRY_WINDOW) < _RETRY_WINDOW:
             raise TimeoutError(f"no answer within {seconds:g} s")
         if driver == "pymysql":
             kwargs.update(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds)
@@ -458,7 +461,7 @@ def _bounded(connect: Any, driver: str) -> Any:
             conn = connect(*args, **kwargs)
         except Exception:
             if time.monotonic() - started >= seconds * 0.9:
-                _timed_out.add(where)
+                _timed_out[where] = time.monotonic()
                 raise TimeoutError(f"no answer within {seconds:g} s") from None
             raise
         if driver == "pymysql":

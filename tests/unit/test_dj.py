@@ -91,6 +91,10 @@ def test_connect_timeout_is_applied_and_not_repeated() -> None:
         with pytest.raises(TimeoutError):  # DataJoint's retry without TLS: no second wait
             bounded(host="db.example", port=1)
         assert len(calls) == 1 and time.monotonic() - started < 0.1
+        dj._timed_out[("db.example", "1")] -= dj._RETRY_WINDOW  # a later reconnect waits again
+        with pytest.raises(TimeoutError):
+            bounded(host="db.example", port=1)
+        assert len(calls) == 2
     finally:
         dj.set_timeout(None)
         dj._timed_out.clear()
