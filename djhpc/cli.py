@@ -46,7 +46,7 @@ def _fail(error: BaseException, verbose: bool) -> None:
     if isinstance(error, SlurmError):
         click.echo(f"Error: {error}", err=True)
         sys.exit(2)
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = shorten(str(error), 500) or type(error).__name__
     click.echo(f"Error: {type(error).__name__}: {text}. Run again with -v for the traceback, "
                "and report it if it looks like a bug in djhpc.", err=True)
     sys.exit(1)
@@ -82,13 +82,42 @@ def _emit(data: Any) -> None:
 
 def _context(cli: dict[str, Any] | None = None, create: bool = True,
              require: bool = True) -> Context:
+    dj.route_logs(bool(click.get_current_context().find_root().params.get("verbose")))
     settings, sources = load(cli)
-    if not click.get_current_context().find_root().params.get("verbose"):
-        dj.quiet()
     return Context.open(settings, sources, create=create, require=require)
 
 
-@click.group(context_settings=CONTEXT)
+def shorten(text: str, limit: int = 200) -> str:
+    """A user's long input cut to `limit` characters for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
+
+
+class OneLineGroup(click.Group):
+    """click's own usage errors in the contract's form: one `Error:` line, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `djhpc`: its help, as click shows it
+                error.show()
+                sys.exit(error.exit_code)
+            where = error.ctx.command_path if error.ctx else "djhpc"
+            message = shorten(error.format_message().rstrip("."), 300)
+            click.echo(f"Error: {message}. See {where} --help", err=True)
+            sys.exit(2)
+        except click.ClickException as error:
+            click.echo(f"Error: {shorten(error.format_message(), 300)}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(context_settings=CONTEXT, cls=OneLineGroup)
 @click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
 @click.version_option(__version__, "-V", "--version")
 def main(verbose: int) -> None:
@@ -123,6 +152,8 @@ def main(verbose: int) -> None:
 @click.option("--mem", help="Memory per task, e.g. 4G.")
 @click.option("--cpus", type=int, help="CPUs per task.")
 @click.option("--gpus", type=int, help="GPUs per task.")
+@click.option("--make-kwargs", metavar="JSON",
+              help="Keyword arguments for make(), as populate(make_kwargs=) passes them.")
 @click.option("--dry-run", is_flag=True, help="Plan only: write nothing, submit nothing.")
 @click.option("--wait", is_flag=True, help="Block until the run ends; exit 1 if a key failed.")
 @click.option("-y", "--yes", is_flag=True, help="No confirmation prompt.")
@@ -142,6 +173,7 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1", "Give a positive number")
     if options.get("chunk_size") and options.get("tasks"):
         raise UsageError("--chunk-size and --tasks both given", "Use one of them")
+    options["make_kwargs"] = _json_object(options.get("make_kwargs"), "--make-kwargs")
     ctx = _context(options, create=not dry_run, require=False)
     prepared = lifecycle.prepare(ctx, target, restrictions)
     if dry_run:
@@ -157,6 +189,9 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
         click.echo(render.submission(preview, dry_run=False))
         click.confirm(f"Submit {preview.keys} keys in {len(preview.chunks)} tasks?",
                       default=True, abort=True)
+    warning = lifecycle.password_warning(ctx, prepared.placement.executor)
+    if warning:
+        click.echo(f"Warning: {warning}.", err=True)
     sub = lifecycle.submit(ctx, prepared)
     if sub.run_id is None:
         message = "Nothing to do: no pending keys" + (
@@ -166,6 +201,22 @@ def submit(target: str, restrictions: tuple[str, ...], dry_run: bool, wait: bool
     if not as_json:
         click.echo(render.submission(sub, dry_run=False))
     _follow(ctx, sub, sub.run_id, wait, as_json)
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    """A JSON object given on the command line, or a usage error saying what is wrong."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{option} is not valid JSON ({error.msg} at character {error.pos}): "
+                         f"{shorten(text, 80)}",
+                         f"Give a JSON object, e.g. {option} '{{\"window\": 5}}'") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} must be a JSON object, not {type(value).__name__}",
+                         f"Give a JSON object, e.g. {option} '{{\"window\": 5}}'")
+    return value
 
 
 def _follow(ctx: Context, sub: lifecycle.Submission, run_id: int, wait: bool,
@@ -193,6 +244,7 @@ def _follow(ctx: Context, sub: lifecycle.Submission, run_id: int, wait: bool,
 @click.argument("what", required=False, metavar="[RUN_ID|TARGET]")
 @click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to stop).")
 @click.option("--interval", default=10.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds between refreshes (Slurm itself is asked at most every 30 s).")
 @click.option("--all", "show_all", is_flag=True, help="Every run, not just active and recent.")
 @json_option
@@ -269,6 +321,12 @@ def cancel(run_id: int, yes: bool, as_json: bool) -> None:
     lifecycle.find_run(ctx, run_id)  # an unknown run fails before any prompt
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm(f"Cancel run {run_id}?", default=True, abort=True)
+    before = lifecycle.status_of(ctx, run_id)
+    if before.final:
+        message = (f"Run {run_id} had already ended ({before.state}): nothing to cancel. "
+                   f"{before.keys.done}/{before.keys.total} keys done.")
+        _emit(before.to_json() | {"message": message}) if as_json else click.echo(message)
+        return
     report = lifecycle.cancel(ctx, run_id)
     if as_json:
         _emit(report.to_json())
@@ -306,6 +364,7 @@ def retry(run_id: int, wait: bool, as_json: bool, **options: Any) -> None:
 @handled
 def doctor(as_json: bool) -> None:
     """Check database, credentials, ledger schema, Slurm and profile."""
+    dj.route_logs(bool(click.get_current_context().find_root().params.get("verbose")))
     checks = doctor_checks.run_checks()
     data = [c.to_json() for c in checks]
     _emit({"checks": data}) if as_json else click.echo(render.doctor(data))

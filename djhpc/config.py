@@ -87,6 +87,14 @@ class Settings:
     quota_warn: float = field(
         default=0.25, metadata=_help("warn when a run may use more than this share of the quota left")
     )
+    db_timeout: int = field(
+        default=15, metadata=_help("seconds to wait for the database to accept and answer a new "
+                                   "connection")
+    )
+    make_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("keyword arguments passed to make(), as "
+                                             "populate(make_kwargs=) does")
+    )
 
     # Settings given by the environment or the command line: these beat the
     # per-table overrides of a config file, as the precedence promises.
@@ -177,6 +185,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as error:
         raise UsageError(f"Cannot read {path}: {error.strerror}", "Check the file's permissions") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not valid UTF-8 text (byte {error.start})",
+                         "Save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -149,9 +149,12 @@ def connection() -> Any:
     """DataJoint's shared connection, or a one-line error saying what to fix."""
     dj = _datajoint()
     configure()
+    install_timeouts()
     try:
         return dj.conn()
     except Exception as error:  # the drivers raise many types; translate them all
+        if _is_timeout(error):
+            raise timed_out_error() from None
         if is_legacy() and "SSL is required" in str(error) and dj.config["database.use_tls"] is None:
             # 0.14's "preferred" TLS fails on PyMySQL >= 1.2 when the server has
             # no TLS; fall back the way 2.x does.
@@ -180,6 +183,11 @@ def keep_session(conn: Any) -> None:
     """
     if not dialect(conn).postgres:
         conn.query("SET SESSION wait_timeout = 604800")  # a week
+def _is_timeout(error: BaseException | None, depth: int = 0) -> bool:
+    if error is None or depth > 3:
+        return False
+    return isinstance(error, TimeoutError) or _is_timeout(error.__cause__ or error.__context__,
+                                                          depth + 1)
 
 
 def connection_error(error: BaseException) -> UsageError:
@@ -292,7 +300,8 @@ def decode_key(values: Sequence[Any], names: Sequence[str], uuids: set[str]) -> 
     return key
 
 
-def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException | None]:
+def populate_one(table: Any, key: dict[str, Any],
+                 make_kwargs: dict[str, Any] | None = None) -> tuple[bool, BaseException | None]:
     """Make one key in its own transaction, as `populate()` does for each key.
 
     Returns (made, error). Both lines share `_populate1`, which skips a key that
@@ -300,8 +309,10 @@ def populate_one(table: Any, key: dict[str, Any]) -> tuple[bool, BaseException |
     the key_source's primary key, so it can never widen to other keys.
     """
     try:
+        # make_kwargs reaches make() exactly as populate(make_kwargs=) passes it (both lines).
         result = table._populate1(
-            key, jobs=None, suppress_errors=True, return_exception_objects=True
+            key, jobs=None, suppress_errors=True, return_exception_objects=True,
+            **({"make_kwargs": make_kwargs} if make_kwargs else {})
         )
     except Exception as error:
         # On PostgreSQL a dropped connection also breaks DataJoint's own
@@ -336,21 +347,35 @@ def progress(table: Any) -> tuple[int, int]:
 # --- transient database errors ------------------------------------------------
 
 _TRANSIENT_CODES = {1205, 1213, 2006, 2013}  # lock wait, deadlock, gone away, lost
-_TRANSIENT_WORDS = ("deadlock", "lock wait timeout", "lost connection", "server has gone away",
-                    "connection already closed", "server closed the connection",
-                    "terminating connection")
+# PostgreSQL SQLSTATEs: deadlock, serialization failure, lock not available,
+# admin/crash shutdown, cannot connect now; class 08 is every connection exception.
+_TRANSIENT_SQLSTATES = {"40P01", "40001", "55P03", "57P01", "57P02", "57P03"}
+# psycopg2.errors' classes for the same states, and the bare classes of a lost connection.
+_TRANSIENT_PG_TYPES = {"DeadlockDetected", "SerializationFailure", "LockNotAvailable",
+                       "AdminShutdown", "CrashShutdown", "CannotConnectNow",
+                       "OperationalError", "InterfaceError"}
 
 
 def is_transient(error: BaseException, _depth: int = 0) -> bool:
-    """A deadlock, lock wait timeout or lost connection: worth another try."""
-    if type(error).__name__ == "LostConnectionError":
+    """A deadlock, lock wait timeout or lost connection: worth another try.
+
+    Recognised by the driver's error code or type, never by message text: a
+    user's own exception that mentions "deadlock" is the user's error.
+    """
+    if type(error).__name__ == "LostConnectionError" and \
+            type(error).__module__.startswith("datajoint"):
         return True
+    module = type(error).__module__
     args = getattr(error, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_CODES:
+    if module.startswith("pymysql") and args and isinstance(args[0], int) \
+            and args[0] in _TRANSIENT_CODES:
         return True
-    text = str(error).lower()
-    if any(word in text for word in _TRANSIENT_WORDS):
-        return True
+    if module.startswith("psycopg2"):
+        code = getattr(error, "pgcode", None)
+        if code is not None:
+            return code in _TRANSIENT_SQLSTATES or code.startswith("08")
+        # No SQLSTATE on the bare classes: the client lost the server.
+        return type(error).__name__ in _TRANSIENT_PG_TYPES
     cause = error.__cause__ or error.__context__
     return _depth < 3 and cause is not None and is_transient(cause, _depth + 1)
 
@@ -371,3 +396,136 @@ def reconnect(conn: Any) -> None:
         keep_session(conn)
     if hasattr(conn, "_in_transaction"):
         conn._in_transaction = False  # the server rolled back what was open
+
+
+# --- DataJoint's log and the drivers' timeouts (issue 11) ----------------------------
+
+
+class _QuietFallback:
+    """Drops 2.x's "SSL connection failed ... Falling back" note unless -v.
+
+    With DataJoint's default TLS setting it is logged on every connect to a
+    server without TLS (and before every connection error), which is noise
+    for a CLI whose errors are one line.
+    """
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("SSL connection failed")
+
+
+def route_logs(verbose: bool) -> None:
+    """DataJoint's log on stderr (2.x writes it to stdout), WARNING and up unless -v.
+
+    stdout carries only djhpc's own output, so `--json` stays parseable.
+    """
+    import logging
+    import warnings
+
+    if "datajoint" not in sys.modules:
+        # 2.x picks its stream at import and may log while importing.
+        before = os.environ.get("DJ_LOG_STREAM")
+        os.environ["DJ_LOG_STREAM"] = "stderr"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import datajoint  # noqa: F401  (its logging module installs the handler)
+        finally:
+            if before is None:
+                os.environ.pop("DJ_LOG_STREAM", None)
+            else:
+                os.environ["DJ_LOG_STREAM"] = before
+    logger = logging.getLogger("datajoint")
+    if logger.handlers:
+        logger.propagate = False  # its own handler prints it; djhpc's root handler would repeat it
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+                sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+        if not verbose and not any(isinstance(f, _QuietFallback) for f in handler.filters):
+            handler.addFilter(_QuietFallback())
+    if not verbose:
+        quiet()
+
+
+DEFAULT_TIMEOUT = 15.0
+_timeout = {"seconds": DEFAULT_TIMEOUT}
+# When each address last timed out: DataJoint 2.x retries without TLS right away,
+# which would double the wait; later reconnects (a worker's) wait again in full.
+_timed_out: dict[tuple[str, str], float] = {}
+_RETRY_WINDOW = 2.0
+
+
+def set_timeout(seconds: float | None) -> None:
+    """Most seconds to wait for the server to accept and answer a new connection."""
+    _timeout["seconds"] = float(seconds) if seconds else DEFAULT_TIMEOUT
+
+
+def _bounded(connect: Any, driver: str) -> Any:
+    """The driver's connect() with djhpc's timeout on connecting and on the handshake.
+
+    Neither line of DataJoint passes a read timeout, so a port that accepts TCP
+    but never answers (not a database, a hung server) blocked forever. The bound
+    covers only the connect and the handshake: queries may rightly take longer
+    (planning a million keys), so pymysql's read/write timeouts are lifted once
+    connected. A connect to an address that timed out a moment ago fails at once
+    (DataJoint retries without TLS, which would double the wait).
+    """
+    import time
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        seconds = _timeout["seconds"]
+        where = (str(kwargs.get("host")), str(kwargs.get("port")))
+        if time.monotonic() - _timed_out.get(where, -_RETRY_WINDOW) < _RETRY_WINDOW:
+            raise TimeoutError(f"no answer within {seconds:g} s")
+        if driver == "pymysql":
+            kwargs.update(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds)
+        else:  # libpq's connect_timeout covers the handshake too; whole seconds, >= 2
+            kwargs["connect_timeout"] = max(2, round(seconds))
+        started = time.monotonic()
+        try:
+            conn = connect(*args, **kwargs)
+        except Exception:
+            if time.monotonic() - started >= seconds * 0.9:
+                _timed_out[where] = time.monotonic()
+                raise TimeoutError(f"no answer within {seconds:g} s") from None
+            raise
+        if driver == "pymysql":
+            conn._read_timeout = conn._write_timeout = None
+            conn._current_timeout = None
+            conn._sock.settimeout(None)
+        return conn
+
+    bounded.djhpc_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def install_timeouts() -> None:
+    """Wrap the drivers' connect() once, for both lines of DataJoint."""
+    import importlib
+
+    for driver in ("pymysql", "psycopg2"):
+        try:
+            module = importlib.import_module(driver)
+        except ImportError:
+            continue
+        if not getattr(module.connect, "djhpc_bounded", False):
+            setattr(module, "connect", _bounded(module.connect, driver))  # noqa: B010
+
+
+def timed_out_error() -> UsageError:
+    return UsageError(
+        f"The database at {_where()} did not answer within {_timeout['seconds']:g} s",
+        "Check DJ_HOST/DJ_PORT point at the database server and that it is not overloaded; "
+        "db_timeout: sets the limit")
+
+
+# --- DataJoint versions ------------------------------------------------------------
+
+
+def version_warning() -> str | None:
+    """A known-bad DataJoint release, in words; None when the version is fine."""
+    version = str(_datajoint().__version__)
+    if version == "2.3.0":
+        return ("DataJoint 2.3.0 traces every dependency for each key (about 50 ms and 60 "
+                "queries per key, fixed in 2.3.1): upgrade with pip install -U datajoint")
+    return None

@@ -34,6 +34,7 @@ def run_checks() -> list[Check]:
     where = str(sources.project_file) if sources.project_file else "no djhpc.yaml (defaults)"
     checks.append(Check(name="settings", ok=True, detail=where))
     checks += _database(settings)
+    checks += _credentials(checks[-1])
     checks.append(_slurm(settings))
     checks.append(_profile(settings, sources.project_file.parent if sources.project_file else None))
     checks += _cluster_and_quota(settings,
@@ -44,6 +45,7 @@ def run_checks() -> list[Check]:
 
 def _database(settings: Settings) -> list[Check]:
     dj.quiet()
+    dj.set_timeout(settings.db_timeout)
     try:
         conn = dj.connection()
     except DjhpcError as error:
@@ -51,6 +53,9 @@ def _database(settings: Settings) -> list[Check]:
     d = dj.dialect(conn)
     checks = [Check(name="database", ok=True, detail=f"{d.backend} via DataJoint {dj.major_version()}.x, "
                     f"user {dj.db_user(conn)}")]
+    slow = dj.version_warning()
+    if slow:
+        checks.append(Check(name="datajoint", ok=False, detail=slow))
     schema = settings.ledger_schema or default_schema(dj.db_user(conn))
     ledger = Ledger(conn, schema)
     try:
@@ -84,6 +89,8 @@ def _profile(settings: Settings, project_dir: Path | None) -> Check:
     try:
         rules = load_rules(name, project_dir)
         res = resources.resources(settings, None, rules)
+        for table in settings.tables:  # each table's overrides must hold up too
+            resources.resources(settings, table, rules)
     except DjhpcError as error:
         return Check(name="profile", ok=False, detail=error.message)
     return Check(name="profile", ok=True, detail=f"{name or '(none: package defaults)'}: {res.describe()}")
@@ -143,3 +150,20 @@ def _run_dir(settings: Settings) -> Check:
     shared = "" if str(directory).startswith(str(Path.home())) or os.environ.get("CI") else (
         " (make sure compute nodes see it)")
     return Check(name="run_dir", ok=True, detail=f"{directory}{shared}")
+
+
+def _credentials(last: Check) -> list[Check]:
+    """Where the password comes from: a DJ_PASS alone is copied into Slurm's job records."""
+    from djhpc import credentials
+
+    if not last.ok and last.name == "database":
+        return []
+    try:
+        warning = credentials.environment_warning()
+    except Exception as error:  # a config file DataJoint itself could not read
+        return [Check(name="credentials", ok=False, detail=f"{type(error).__name__}: {error}")]
+    if warning:
+        return [Check(name="credentials", ok=True, detail=f"warning: {warning}")]
+    source = credentials.password_source().value
+    return [Check(name="credentials", ok=True, detail={"file": "password from a DataJoint config file",
+                                        "none": "no password set"}.get(source, source))]

@@ -7,6 +7,7 @@ is either recorded and submitted whole or not at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ class Context:
     def open(cls, settings: Settings, sources: Sources, create: bool = True,
              require: bool = True) -> Context:
         """`create`: make the ledger if missing; `require`: fail if it is missing."""
+        dj.set_timeout(settings.db_timeout)
         conn = dj.connection()
         schema = settings.ledger_schema or default_schema(dj.db_user(conn))
         ledger = Ledger(conn, schema)
@@ -111,6 +113,7 @@ class Submission:
             "executor": self.executor, "jobs": self.jobs, "arrays": self.arrays,
             "max_parallel": self.placement.max_parallel,
             "resources": self.placement.resources.describe(), "run_dir": self.run_dir,
+            "warnings": self.warnings,
         }
         if self.status is not None:
             data["status"] = self.status.to_json()
@@ -144,7 +147,7 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
     target, cls = targets.resolve(target_text, settings.modules)
     res = resources.resources(settings, cls.__name__, rules)
     table = cls()
-    warnings = []
+    warnings = [w for w in (dj.version_warning(),) if w]
     collisions = dj.jobs_column_collisions(table)
     if collisions:
         warnings.append(
@@ -155,13 +158,29 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
         load_architectures(settings.profile, ctx.project_dir), res.partition)
     if arch:
         warnings.append(arch)
-    return Prepared(
-        target=target, table=table, restrictions=list(restrictions),
-        pending_sql=_checked_pending_sql(ctx, table, list(restrictions)),
-        key_attrs=dj.key_attributes(table),
-        placement=Placement(executor=executor, resources=res, max_parallel=settings.max_parallel,
-                            max_array_size=_max_array_size(settings, executor)),
-        warnings=warnings)
+    _check_restrictions(restrictions)
+    pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
+    placement = Placement(executor=executor, resources=res, max_parallel=settings.max_parallel,
+                          max_array_size=_max_array_size(settings, executor))
+    _check_partition(placement)
+    return Prepared(target=target, table=table, restrictions=list(restrictions),
+                    pending_sql=pending_sql, key_attrs=dj.key_attributes(table),
+                    placement=placement, warnings=warnings)
+
+
+def _check_partition(placement: Placement) -> None:
+    """A task that the partition can never run is refused here, not left pending forever."""
+    if placement.executor == "slurm":
+        from djhpc.executors import slurm
+
+        slurm.check_partition(placement.resources)
+
+
+def _check_restrictions(restrictions: Sequence[str]) -> None:
+    if any(not r.strip() for r in restrictions):
+        raise UsageError("An empty restriction (-r \"\")",
+                         "Give an SQL condition such as -r \"session_date > '2024-01-01'\", or "
+                         "leave -r out for every pending key")
 
 
 def _max_array_size(settings: Settings, executor: str) -> int | None:
@@ -189,15 +208,15 @@ def _checked_pending_sql(ctx: Context, table: Any, restrictions: list[str]) -> s
     try:
         sql = dj.pending_sql(table, restrictions)
     except Exception as error:
-        raise UsageError(f"Invalid restriction: {dj.server_message(error)}",
+        raise UsageError(f"Invalid restriction: {_short(dj.server_message(error), 300)}",
                          "Restrictions are SQL conditions on the key_source, "
                          "e.g. -r \"session_date > '2024-01-01'\"") from None
     try:
         ctx.ledger.check_pending(sql)
     except Exception as error:
-        shown = "; ".join(restrictions) or "(none)"
+        shown = _short("; ".join(restrictions)) or "(none)"
         raise UsageError(f"The database rejected the restriction {shown}: "
-                         f"{dj.server_message(error)}",
+                         f"{_short(dj.server_message(error), 300)}",
                          "Fix the SQL condition (attribute names, quotes)") from None
     return sql
 
@@ -271,7 +290,9 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "max_parallel": placement.max_parallel, "profile": s.profile, "requeue": s.requeue,
         "signal_delay": s.signal_delay, "python": s.python,
         "max_array_size": placement.max_array_size, "submitter_pid": os.getpid(),
+        "make_kwargs": s.make_kwargs,
     }
+    _check_before_recording(ctx, prepared, run_settings)
     run, held = ledger.record_run(
         target=prepared.target.ref, paths=prepared.target.paths, workdir=str(Path.cwd()),
         table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
@@ -295,6 +316,59 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         raise
     return replace(base, run_id=run.run_id, keys=run.n_keys, chunks=_plan_chunks(chunks),
                    jobs=jobs, run_dir=str(run_dir))
+
+
+# Column sizes of the ledger's run table (ledger.py): checked before a run is recorded.
+_TEXT_BYTES = 65535  # MySQL's TEXT
+_PATH_CHARS = 1024  # workdir, run_dir
+
+
+def _check_before_recording(ctx: Context, prepared: Prepared,
+                            run_settings: dict[str, Any]) -> None:
+    """What the ledger or the filesystem would refuse, refused before anything is written."""
+    base_dir = Path(ctx.settings.run_dir).expanduser()
+    workdir = str(Path.cwd())
+    if len(workdir) > _PATH_CHARS:
+        raise UsageError(f"The working directory's path is {len(workdir)} characters long "
+                         f"(djhpc keeps at most {_PATH_CHARS})",
+                         "Run djhpc from a directory with a shorter path (a symlink helps)")
+    longest_run_dir = str(run_dir_for(ctx, 10**12))
+    if len(longest_run_dir) > _PATH_CHARS:
+        raise UsageError(f"run_dir {_short(str(base_dir))} is too long for the ledger "
+                         f"({len(longest_run_dir)} > {_PATH_CHARS} characters)",
+                         "Set run_dir: to a shorter path")
+    size = len(json.dumps(run_settings, default=str).encode())
+    if size > _TEXT_BYTES:
+        raise UsageError(f"The run's restrictions and settings take {size:,} bytes; the ledger "
+                         f"keeps at most {_TEXT_BYTES:,}",
+                         "Shorten the restriction (e.g. a range instead of a long IN list, or "
+                         "a lookup table to join)")
+    paths = len(json.dumps(list(prepared.target.paths)).encode())
+    if paths > _TEXT_BYTES:
+        raise UsageError(f"The target's import paths take {paths:,} bytes",
+                         "Import the target from fewer, shorter paths")
+    make_run_base(base_dir)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
+
+
+def make_run_base(base_dir: Path) -> None:
+    """run_dir itself, created private (0700) if missing, and writable; else a usage error."""
+    try:
+        if not base_dir.exists():
+            base_dir.mkdir(parents=True, mode=0o700)
+            base_dir.chmod(0o700)  # mkdir's mode is cut by the umask
+        if not base_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        if not os.access(base_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise UsageError(f"Cannot create a run directory in run_dir {_short(str(base_dir))}: "
+                         f"{error.strerror or error}",
+                         "Set run_dir: to a writable directory on a filesystem the compute "
+                         "nodes share") from None
 
 
 def _plan_chunks(chunks: Sequence[ChunkRecord]) -> list[plan.Chunk]:
@@ -323,6 +397,15 @@ def _start(ctx: Context, placement: Placement, run: RunRecord,
 # --- following a run -------------------------------------------------------------
 
 
+def password_warning(ctx: Context, executor: str) -> str | None:
+    """Before a user's first Slurm run: a password only in DJ_PASS ends up in Slurm's records."""
+    from djhpc import credentials
+
+    if executor != "slurm" or (ctx.ledger.exists() and ctx.ledger.runs(limit=1)):
+        return None
+    return credentials.environment_warning()
+
+
 def find_run(ctx: Context, run_id: int) -> RunRecord:
     """The run's record, or a one-line error naming the ledger."""
     return ctx.ledger.run(run_id)
@@ -343,6 +426,8 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
     every `slurm_every` seconds, to find tasks that died without reporting.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    if ctx.ledger.run(run_id).executor in ("local", "debug"):
+        poll = min(poll, LOCAL_POLL)  # no Slurm to spare: notice the end at once
     asked = -slurm_every
     started = time.monotonic()
     while True:
@@ -360,6 +445,9 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
         if deadline is not None and time.monotonic() > deadline:
             return current
         time.sleep(poll)
+
+
+LOCAL_POLL = 0.25  # seconds between ledger reads while waiting for a local run
 
 
 def recent_runs(ctx: Context, show_all: bool = False) -> list[RunRecord]:
@@ -468,7 +556,11 @@ def retry(ctx: Context, run_id: int) -> Submission:
         raise UsageError(f"{len(stopping)} tasks of run {run_id} are still stopping",
                          "Try again in a minute (djhpc status shows them)")
     settings = ctx.settings
+    size = _run_chunk_size(ledger, run)
+    if size and not {"chunk_size", "tasks"} & set(settings.pinned):
+        settings = settings.replace(chunk_size=size, tasks=None)  # as the run was planned
     placement = _retry_placement(run, settings)
+    _check_partition(placement)
     attempt = run.attempts + 1
     chunks = ledger.repend(run, attempt, _chunking(settings, placement))
     base = Submission(run_id=run_id, target=run.target, table=run.table_name, keys=0,
@@ -484,6 +576,12 @@ def retry(ctx: Context, run_id: int) -> Submission:
         ledger.undo_repend(run, attempt)
         raise
     return replace(base, keys=sum(c.keys for c in chunks), chunks=_plan_chunks(chunks), jobs=jobs)
+
+
+def _run_chunk_size(ledger: Ledger, run: RunRecord) -> int | None:
+    """The keys per chunk the run was planned with: its first attempt's largest chunk."""
+    first = [c.keys for c in ledger.chunks(run.run_id, attempt=1)]
+    return max(first) if first else None
 
 
 def _retry_placement(run: RunRecord, settings: Settings) -> Placement:

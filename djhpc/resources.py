@@ -14,7 +14,7 @@ from typing import Any
 
 from djhpc.config import RESOURCE_KEYS, Rules, Settings, check_keys, coerce
 from djhpc.errors import UsageError
-from djhpc.executors.slurm_tools import parse_duration, parse_memory_mb
+from djhpc.executors.slurm_tools import parse_memory_mb, parse_walltime
 
 # submitit's SlurmExecutor parameters that `slurm:` may set; the resources above
 # have their own settings, so they are not accepted twice.
@@ -111,7 +111,7 @@ def with_changes(res: Resources, settings: Settings) -> Resources:
 def _field(key: str, value: Any) -> tuple[str, Any]:
     """One resource setting, checked, as the `Resources` field it sets."""
     if key == "time":
-        return "time_s", _positive(parse_duration, value, "time",
+        return "time_s", _positive(parse_walltime, value, "time",
                                    "Give a walltime like 30, 2:00:00 or 1-12:00:00 (D-HH:MM:SS)")
     if key == "mem":
         return "mem_mb", _positive(parse_memory_mb, value, "memory",

@@ -22,7 +22,7 @@ from typing import Any
 from djhpc import backoff, dj, executors, liveness
 from djhpc.allocation import explain_reason
 from djhpc.executors import Observed, TaskView
-from djhpc.executors.slurm_tools import TaskInfo
+from djhpc.executors.slurm_tools import TaskInfo, pending_reason_text
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
 from djhpc.states import (
     COUNTED_CHUNK_STATES,
@@ -58,6 +58,7 @@ class ChunkView:
     max_rss_mb: float | None = None
     started: str | None = None
     finished: str | None = None
+    pending_reason: str | None = None  # squeue's reason code while the task waits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,8 +207,25 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
         core_hours=round(_core_hours(chunks, accounted, stamp), 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=eff, hints=_hints(eff, state) + allocation_hints(run, accounted),
+        efficiency=eff, hints=_hints(eff, state) + pending_hints(chunk_views, run_account(run)),
         chunks=chunk_views, billing_hours=billing_hours(accounted), account=run_account(run))
+
+
+def pending_hints(views: Sequence[ChunkView], account: str | None = None) -> list[str]:
+    """Why queued tasks wait, in words with what to do, one line per reason."""
+    waiting = Counter(v.pending_reason for v in views if v.pending_reason)
+    hints = []
+    for reason, count in waiting.most_common():
+        tasks = f"{count} task{'s' if count > 1 else ''}"
+        # The allocation's own reasons name the account and how to look at its quota.
+        quota_text = explain_reason(reason, account)
+        if quota_text:
+            hints.append(f"{tasks}: {quota_text}")
+            continue
+        text = pending_reason_text(reason)
+        hints.append(f"{tasks} pending ({reason}): {text}" if text
+                     else f"{tasks} pending ({reason})")
+    return hints
 
 
 def _chunk_view(c: ChunkRecord, view: TaskView | None, done: int, error: int,
@@ -220,7 +238,8 @@ def _chunk_view(c: ChunkRecord, view: TaskView | None, done: int, error: int,
         elapsed_s=(task.elapsed_s if task and task.elapsed_s is not None
                    else _elapsed(c.started, c.finished, stamp)),
         max_rss_mb=task.max_rss_mb if task else None,
-        started=_iso(c.started), finished=_iso(c.finished))
+        started=_iso(c.started), finished=_iso(c.finished),
+        pending_reason=task.reason if task and task.state is TaskState.PENDING else None)
 
 
 def _elapsed(start: datetime | None, end: datetime | None, stamp: datetime) -> float | None:
@@ -248,16 +267,6 @@ def billing_hours(tasks: Sequence[TaskInfo]) -> float | None:
 def run_account(run: RunRecord) -> str | None:
     resources = run.settings.get("resources") if isinstance(run.settings, dict) else None
     return resources.get("account") if isinstance(resources, dict) else None
-
-
-def allocation_hints(run: RunRecord, tasks: Sequence[TaskInfo]) -> list[str]:
-    """Pending tasks that wait for quota, explained once per reason."""
-    hints = []
-    for reason in sorted({t.reason for t in tasks if t.reason and t.state is TaskState.PENDING}):
-        text = explain_reason(reason, run_account(run))
-        if text:
-            hints.append(text)
-    return hints
 
 
 def billing_totals(reports: Sequence[RunReport]) -> dict[str, dict[str, float]]:

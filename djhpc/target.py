@@ -121,6 +121,10 @@ def import_module(name: str) -> Any:
         if _is_database_error(error):
             raise dj.connection_error(error) from None
         raise _import_failed(name, error) from None
+    except SystemExit as error:
+        # A module that exits at import (a script's `sys.exit()`) must not end djhpc silently.
+        raise UsageError(f"Importing {name} called sys.exit({error.code!r})",
+                         "Guard the module's script part with if __name__ == '__main__':") from None
 
 
 def _import_failed(name: str, error: BaseException) -> UsageError:

@@ -218,7 +218,7 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             key = dj.decode_key(row, run.key_attrs, uuids)
             try:
                 stop.in_key = True
-                error = _make(table, key)
+                error = _make(table, key, run.settings.get("make_kwargs") or None)
             except Interrupted:
                 _safe(lambda: dj.rollback(table))
                 outcome.interrupted = True
@@ -282,11 +282,12 @@ def _after_hand_back(lease: Lease, outcome: Outcome) -> str:
     return "left for `djhpc retry` (Slurm refused the requeue)"
 
 
-def _make(table: Any, key: dict[str, Any]) -> BaseException | None:
+def _make(table: Any, key: dict[str, Any],
+          make_kwargs: dict[str, Any] | None = None) -> BaseException | None:
     """Make one key; retry transient database errors with backoff."""
     for attempt in range(TRANSIENT_RETRIES + 1):
         try:
-            _made, error = dj.populate_one(table, key)
+            _made, error = dj.populate_one(table, key, make_kwargs)
         except SystemExit as exit_error:  # DataJoint re-raises SystemExit; keep going
             error = exit_error
         if error is None or not dj.is_transient(error) or attempt == TRANSIENT_RETRIES:

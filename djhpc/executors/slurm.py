@@ -21,7 +21,7 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from djhpc import backoff, plan
+from djhpc import backoff, credentials, plan
 from djhpc.errors import UsageError
 from djhpc.executors import GRACE, Accepted, Launch, Observed, TaskView, never_submitted
 from djhpc.executors import slurm_tools as tools
@@ -58,6 +58,25 @@ def submitit_parameters(res: Resources, signal_delay_s: int) -> dict[str, Any]:
 def array_of(job_id: str) -> str:
     """The array (job) id of an array task's id: "123_4" -> "123"."""
     return job_id.split("_")[0]
+
+
+def check_partition(res: Resources) -> None:
+    """Refuse a task the partition can never run (it would pend forever), naming the limit."""
+    try:
+        known = tools.partitions()
+    except tools.SlurmError as error:
+        log.debug("partition limits not checked: %s", error)
+        return
+    name = res.partition
+    part = known.get(name) if name else next((p for p in known.values() if p.default), None)
+    if part is None:  # an unknown name: sbatch says so itself
+        return
+    problems = tools.resource_problems(part, cpus=res.cpus, mem_mb=res.mem_mb, gpus=res.gpus,
+                                       time_s=res.time_s)
+    if problems:
+        raise UsageError(f"The partition cannot run these tasks: {'; '.join(problems)}",
+                         "Ask for less (--cpus, --mem, --gpus, --time) or choose another "
+                         "--partition (sinfo lists them)")
 
 
 def max_array_size() -> int | None:
@@ -164,7 +183,8 @@ class SlurmExecutor:
     def _submit_array(self, executor: submitit.SlurmExecutor, tasks: list[Any]) -> list[str]:
         stderr = io.StringIO()  # submitit prints sbatch's complaints; we report them once
         try:
-            with contextlib.redirect_stderr(stderr), executor.batch():
+            with contextlib.redirect_stderr(stderr), credentials.out_of_job_environment(), \
+                    executor.batch():
                 pending = [executor.submit(task) for task in tasks]
         except Exception as error:
             script = sorted(Path(executor.folder).glob(".submission_file_*.sh"),

@@ -525,3 +525,267 @@ def requeue_current_task() -> bool:
         return False
     call(["scontrol", "requeue", job])
     return True
+# --- why a task waits ---------------------------------------------------------------
+
+# squeue(1) "JOB REASON CODES" (https://slurm.schedmd.com/job_reason_codes.html), in
+# words, with what to do. A reason that can never clear says so.
+_NEVER = "it will never start: cancel the run and submit it with "
+PENDING_REASONS: dict[str, str] = {
+    "Resources": "waiting for free CPUs, memory or nodes; it starts when running jobs end",
+    "Priority": "jobs of higher priority come first; it starts in its turn",
+    "PartitionConfig": _NEVER + "resources the partition allows (--cpus, --mem, --gpus, "
+                       "--time; see scontrol show partition)",
+    "PartitionTimeLimit": _NEVER + "a --time within the partition's MaxTime",
+    "PartitionNodeLimit": _NEVER + "fewer nodes or another --partition",
+    "PartitionDown": "the partition is down; it starts when the admins bring it back",
+    "PartitionInactive": "the partition is inactive; ask the admins or use another --partition",
+    "AssocGrpBillingMinutes": "the account's quota (billing minutes) is spent: ask for more "
+                              "(on Sigma2 the cost command shows it) or use another --account",
+    "AssocGrpCPUMinutesLimit": "the account's CPU-minutes quota is spent: ask for more or use "
+                               "another --account",
+    "AssocGrpBilling": "the account uses all the billing units it may run at once; it starts "
+                       "when its other jobs end",
+    "AssocGrpCpuLimit": "the account uses all the CPUs it may run at once; it starts when its "
+                        "other jobs end",
+    "AssocMaxJobsLimit": "you run as many jobs as your account allows; it starts when one ends",
+    "AssocGrpJobsLimit": "the account runs as many jobs as it may; it starts when one ends",
+    "AssocMaxWallDurationPerJobLimit": _NEVER + "a shorter --time (the account's limit)",
+    "QOSMaxJobsPerUserLimit": "you run as many jobs as the QOS allows; it starts when one of "
+                              "yours ends (--max-parallel keeps a run below it)",
+    "QOSMaxSubmitJobPerUserLimit": "you have as many jobs queued as the QOS allows",
+    "QOSMaxWallDurationPerJobLimit": _NEVER + "a shorter --time (the QOS's limit)",
+    "QOSMaxCpuPerUserLimit": "you use all the CPUs the QOS allows; it starts when your other "
+                             "jobs end",
+    "QOSGrpCpuLimit": "the QOS's CPUs are all in use; it starts when others' jobs end",
+    "QOSMaxMemoryPerJob": _NEVER + "less --mem (the QOS's limit)",
+    "QOSMaxCpuPerJobLimit": _NEVER + "fewer --cpus (the QOS's limit)",
+    "JobArrayTaskLimit": "the run's --max-parallel limit: it starts when its own tasks end",
+    "Dependency": "waits for the run's previous array (arrays are chained under "
+                  "--max-parallel)",
+    "DependencyNeverSatisfied": _NEVER + "nothing to wait for: djhpc retry starts it afresh",
+    "BeginTime": "its start time has not come yet",
+    "JobHeldUser": "held by you: scontrol release <job> lets it start",
+    "JobHeldAdmin": "held by an administrator: ask them",
+    "ReqNodeNotAvail": "a node it needs is down, drained or reserved (maintenance?); it starts "
+                       "when the node returns",
+    "Reservation": "waits for its advanced reservation",
+    "InvalidAccount": _NEVER + "a valid --account",
+    "InvalidQOS": _NEVER + "a valid --qos",
+    "BadConstraints": _NEVER + "constraints that some node meets",
+    "NodeDown": "a node it needs is down; it starts when the node returns",
+    "launch failed requeued held": "its launch failed and Slurm held it: scontrol release "
+                                   "<job>, or cancel the run and djhpc retry",
+}
+_REASON_FAMILIES = (
+    ("AssocGrp", "a group limit of your account is reached; it starts when its other jobs end "
+                 "or the quota grows"),
+    ("AssocMax", "a limit of your account is reached; check sacctmgr show assoc"),
+    ("QOSGrp", "a group limit of the QOS is reached; it starts when others' jobs end"),
+    ("QOSMax", "a limit of the QOS is reached; check sacctmgr show qos"),
+)
+
+
+def pending_reason_text(reason: str | None) -> str | None:
+    """squeue's reason code in words, with what to do; None for no reason or an unknown one."""
+    if reason is None:
+        return None
+    code = reason.strip().strip("()")
+    if code in ("", "None"):
+        return None
+    if code in PENDING_REASONS:
+        return PENDING_REASONS[code]
+    for prefix, text in _REASON_FAMILIES:
+        if code.startswith(prefix):
+            return text
+    return None
+
+
+# --- partitions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition's limits, as `scontrol show partition` prints them (None: no limit)."""
+
+    name: str
+    default: bool = False
+    state: str | None = None
+    max_time_s: float | None = None
+    max_cpus_per_node: int | None = None
+    max_mem_per_node_mb: float | None = None
+    max_mem_per_cpu_mb: float | None = None
+    total_cpus: int | None = None
+    total_nodes: int | None = None
+    nodes: str | None = None
+    tres: str | None = None
+    billing_weights: str | None = None  # TRESBillingWeights, raw ("CPU=1.0,Mem=0.2577G")
+    # The largest node's, from `scontrol show node` (None when not known).
+    node_cpus: int | None = None
+    node_mem_mb: float | None = None
+    node_gpus: int | None = None
+
+    @property
+    def gpus(self) -> int | None:
+        """GPUs in the whole partition, from its TRES (gres/gpu=N); None if it names none."""
+        for item in (self.tres or "").split(","):
+            key, _, value = item.partition("=")
+            if key.strip().lower() == "gres/gpu":
+                return _maybe(int, value)
+        return None
+
+
+_LIMITLESS = {"UNLIMITED", "INFINITE", "NONE", "N/A", "(null)", ""}
+
+
+def _limit(parse: Callable[[str], _T], text: str | None) -> _T | None:
+    if text is None or text.strip().upper() in _LIMITLESS:
+        return None
+    return _maybe(parse, text)
+
+
+def _records(text: str, first: str) -> Iterable[dict[str, str]]:
+    """`Key=Value` records of `scontrol show ... [-o]`, each starting at `first`=."""
+    record: dict[str, str] | None = None
+    for token in text.split():
+        key, eq, value = token.partition("=")
+        if not eq:
+            continue  # a value's continuation after a space (e.g. OS=Linux 6.1 #1 SMP)
+        if key == first:
+            if record is not None:
+                yield record
+            record = {}
+        if record is not None:
+            record.setdefault(key, value)
+    if record is not None:
+        yield record
+
+
+def parse_partitions(text: str) -> dict[str, Partition]:
+    """Partitions in `scontrol show partition [-o]` output, by name."""
+    found: dict[str, Partition] = {}
+    for r in _records(text, "PartitionName"):
+        name = r["PartitionName"]
+        found[name] = Partition(
+            name=name,
+            default=r.get("Default", "NO").upper() == "YES",
+            state=_field(r.get("State", "")),
+            max_time_s=_limit(parse_duration, r.get("MaxTime")),
+            max_cpus_per_node=_limit(int, r.get("MaxCPUsPerNode")),
+            max_mem_per_node_mb=_limit(parse_memory_mb, r.get("MaxMemPerNode")),
+            max_mem_per_cpu_mb=_limit(parse_memory_mb, r.get("MaxMemPerCPU")),
+            total_cpus=_limit(int, r.get("TotalCPUs")),
+            total_nodes=_limit(int, r.get("TotalNodes")),
+            nodes=_field(r.get("Nodes", "")),
+            tres=_field(r.get("TRES", "")),
+            billing_weights=_field(r.get("TRESBillingWeights", "")),
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cpus: int | None
+    mem_mb: float | None
+    gpus: int
+    partitions: tuple[str, ...]
+
+
+def _gres_gpus(gres: str | None) -> int:
+    """GPUs in a node's Gres ("gpu:a100:4(S:0-1),gpu:v100:2", "gpu:2")."""
+    total = 0
+    for item in (gres or "").split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) > 1:
+            total += _maybe(int, parts[-1]) or 0
+    return total
+
+
+def parse_nodes(text: str) -> dict[str, Node]:
+    """Nodes in `scontrol show node [-o]` output, by name."""
+    found: dict[str, Node] = {}
+    for r in _records(text, "NodeName"):
+        cpus = _limit(int, r.get("CPUEfctv")) or _limit(int, r.get("CPUTot"))
+        found[r["NodeName"]] = Node(
+            name=r["NodeName"], cpus=cpus, mem_mb=_limit(parse_memory_mb, r.get("RealMemory")),
+            gpus=_gres_gpus(_field(r.get("Gres", ""))),
+            partitions=tuple(p for p in r.get("Partitions", "").split(",") if p))
+    return found
+
+
+def with_nodes(partitions: Mapping[str, Partition],
+               nodes: Mapping[str, Node]) -> dict[str, Partition]:
+    """Each partition with its largest node's CPUs, memory and GPUs."""
+    result = {}
+    for name, part in partitions.items():
+        members = [n for n in nodes.values() if name in n.partitions]
+        if not members:
+            result[name] = part
+            continue
+        result[name] = dataclasses.replace(
+            part,
+            node_cpus=max((n.cpus for n in members if n.cpus is not None), default=None),
+            node_mem_mb=max((n.mem_mb for n in members if n.mem_mb is not None), default=None),
+            node_gpus=max(n.gpus for n in members))
+    return result
+
+
+def partitions() -> dict[str, Partition]:
+    """The cluster's partitions with their limits and largest nodes (two scontrol calls)."""
+    parts = parse_partitions(call(["scontrol", "show", "partition", "-o"]).stdout)
+    return with_nodes(parts, parse_nodes(call(["scontrol", "show", "node", "-o"]).stdout))
+
+
+def resource_problems(part: Partition, *, cpus: int, mem_mb: float, gpus: int,
+                      time_s: float) -> list[str]:
+    """What a one-node task asks beyond `part`'s limits, each naming the limit."""
+    problems = []
+    cpu_limit = min((n for n in (part.max_cpus_per_node, part.node_cpus) if n is not None),
+                    default=None)
+    if cpu_limit is not None and cpus > cpu_limit:
+        problems.append(f"{cpus} CPUs per task, but partition {part.name!r} has at most "
+                        f"{cpu_limit} per node")
+    mem_limit = min((n for n in (part.max_mem_per_node_mb, part.node_mem_mb) if n is not None),
+                    default=None)
+    if part.max_mem_per_cpu_mb is not None and cpu_limit is not None:
+        # Slurm raises a task's CPUs to fit MaxMemPerCPU, up to the node's CPUs.
+        per_cpu = part.max_mem_per_cpu_mb * cpu_limit
+        mem_limit = per_cpu if mem_limit is None else min(mem_limit, per_cpu)
+    if mem_limit is not None and mem_mb > mem_limit:
+        problems.append(f"{mem_mb:g} MB of memory per task, but partition {part.name!r} "
+                        f"allows at most {mem_limit:g} MB per node")
+    if gpus:
+        gpu_limit = part.node_gpus if part.node_gpus is not None else part.gpus
+        if gpu_limit is not None and gpus > gpu_limit:
+            problems.append(f"{gpus} GPUs per task, but partition {part.name!r} has "
+                            f"{gpu_limit or 'no'} GPUs per node")
+    if part.max_time_s is not None and time_s > part.max_time_s:
+        problems.append(f"a time limit of {_clock(time_s)}, but partition {part.name!r}'s "
+                        f"MaxTime is {_clock(part.max_time_s)}")
+    return problems
+
+
+def _clock(seconds: float) -> str:
+    """D-HH:MM:SS, as Slurm writes a time limit."""
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{sec:02d}"
+
+
+def parse_walltime(text: str) -> float:
+    """Seconds in a time limit a user gives (--time): parse_duration, with each field in range.
+
+    Slurm itself reads "99:99" as 99 minutes 99 seconds; a user who typed it
+    meant something else, so minutes and seconds above 59 (and hours above 23
+    after a day count) are refused.
+    """
+    seconds = parse_duration(text)
+    _, dash, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if len(parts) > 1 or dash:
+        if any(float(p) >= 60 for p in parts[1:]):
+            raise ValueError(f"minutes and seconds above 59 in {text!r}")
+        if dash and float(parts[0]) >= 24:
+            raise ValueError(f"hours above 23 after a day count in {text!r}")
+    return seconds

@@ -46,3 +46,31 @@ def test_usage_errors_exit_2_with_one_line(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["submit", "x.T", "--chunk-size", "abc"], "'abc' is not a valid integer"),
+    (["status", "-1"], "No such option '-1'"),
+    (["retry", "abc"], "'abc' is not a valid integer"),
+    (["status", "--interval", "-1"], "--interval"),
+    (["nosuchcommand"], "No such command"),
+    (["submit", "x.T", "--make-kwargs", "{oops"], "--make-kwargs is not valid JSON"),
+    (["submit", "x.T", "--make-kwargs", '"text"'], "must be a JSON object, not str"),
+])
+def test_click_usage_errors_in_the_contracts_form(args: list[str], words: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], lines
+    assert result.stdout == ""
+
+
+def test_bare_command_still_shows_help() -> None:
+    result = CliRunner().invoke(main, [])
+    assert "Usage: " in result.output and "Populate DataJoint tables" in result.output
+    assert "Error:" not in result.output
+
+
+def test_make_kwargs_option_exists() -> None:
+    options = {o for p in main.commands["submit"].params for o in getattr(p, "opts", [])}
+    assert "--make-kwargs" in options
