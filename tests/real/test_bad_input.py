@@ -411,8 +411,9 @@ def test_run_dir_itself_is_created_private(small: Project) -> None:
 
 @pytest.mark.usefixtures("slurm")
 def test_status_says_why_queued_tasks_wait(small: Project) -> None:
+    # Slow keys: the run's later tasks are still waiting for the first when we look.
     sub = small.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "4",
-                           "--max-parallel", "1")
+                           "--max-parallel", "1", env=small.env(EXAMPLE_MAKE_SECONDS="10"))
     try:
         report = small.djhpc_json("status", str(sub["run_id"]))
         waiting = [c["pending_reason"] for c in report["chunks"] if c["pending_reason"]]

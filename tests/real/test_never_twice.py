@@ -23,6 +23,13 @@ def makes(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def latest_run(project: Project) -> int | None:
+    try:
+        return project.sql(f"SELECT MAX(run_id) FROM {q(project.ledger)}.{q('run')}")[0][0]
+    except Exception:  # no ledger yet
+        return None
+
+
 @pytest.mark.once  # 90 s of one slow key; djhpc and Slurm alone decide it
 @pytest.mark.usefixtures("slurm")
 def test_a_long_make_whose_connection_drops_is_never_lost(project: Project) -> None:
@@ -34,8 +41,7 @@ def test_a_long_make_whose_connection_drops_is_never_lost(project: Project) -> N
         [str(BIN / "djhpc"), "submit", "MyTable", "-e", "slurm", *one_key, "--wait", "--json"],
         cwd=project.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        run_id = wait_for(lambda: project.sql(
-            f"SELECT MAX(run_id) FROM {q(project.ledger)}.{q('run')}")[0][0], timeout=60)
+        run_id = wait_for(lambda: latest_run(project), timeout=60)
         victim = wait_for(lambda: next((c for c in chunks(project, run_id)
                                         if c["state"] == "running"), None), timeout=120)
         project.sql(("SELECT pg_terminate_backend({})" if POSTGRES else "KILL {}")
