@@ -389,3 +389,47 @@ def doctor(as_json: bool) -> None:
     _emit({"checks": data}) if as_json else click.echo(render.doctor(data))
     if not all(c.ok for c in checks):
         sys.exit(1)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("what", metavar="RUN_ID|TARGET")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the page (default: djhpc-report-<run or table>.html here).")
+@handled
+def report(what: str, output: Path | None) -> None:
+    """One self-contained HTML file showing a run (or every run of a TARGET).
+
+    Timeline of the tasks, progress over time, per-key make() durations,
+    CPU and memory per task, and errors. It works offline: copy it anywhere.
+    """
+    from djhpc import report as reports
+
+    ctx = _context(create=False)
+    selected, name = _runs_of(ctx, what)
+    data = reports.collect(ctx.ledger, selected, name, log_path=_log_path)
+    page = reports.build_html(data)
+    path = output or reports.default_path(what)
+    reports.write(path, page)
+    click.echo(f"Wrote {path.resolve()}")
+
+
+def _runs_of(ctx: Context, what: str) -> tuple[list[Any], str]:
+    """A RUN_ID's run, or every run of a TARGET's table, with a name for them."""
+    run_id = _run_id(what)
+    if run_id is not None:
+        run = ctx.ledger.run(run_id)
+        return [run], f"run {run_id}: {run.table_name}"
+    from djhpc import target as targets
+
+    _, cls = targets.resolve(what, ctx.settings.modules)
+    table = cls().full_table_name
+    return sorted(ctx.ledger.runs(table_name=table), key=lambda r: r.run_id), table
+
+
+def _log_path(run: Any, chunk: Any) -> str | None:
+    from djhpc import executors
+
+    try:
+        return str(executors.of(run.executor).log_paths(run, chunk)[1])
+    except DjhpcError:  # the debug executor keeps no log file
+        return None

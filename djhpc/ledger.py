@@ -6,6 +6,8 @@ Tables:
   and who works on it (Slurm job, host, pid, database connection);
 - `error`: every failed key with its message and traceback; never deleted, so
   the history survives `retry`;
+- `key_time`: when each key's make() started and how long it took, and whether
+  it raised (written by the tasks with their progress, read by `djhpc report`);
 - `keys_<hash>`: one per target table, the run's keys with the target's own
   column types (copied by the server, so every value round-trips exactly),
   numbered per run in primary-key order.
@@ -98,6 +100,19 @@ class ChunkRecord:
         return self.hi - self.lo
 
 
+@dataclass
+class KeyTime:
+    """One make() of one key, as a task measured it."""
+
+    seq: int  # the key's number in the run's keys table
+    started: datetime
+    seconds: float
+    ok: bool
+    run_id: int = 0
+    attempt: int = 0
+    chunk: int = 0
+
+
 RUN_COLUMNS = ("run_id", "target", "paths", "workdir", "table_name", "keys_table", "key_attrs",
                "executor", "n_keys", "attempts", "state", "created", "finished", "settings",
                "run_dir", "db_user", "host")
@@ -111,6 +126,7 @@ class Ledger:
         self.conn = conn
         self.schema = schema
         self.d = dj.dialect(conn)
+        self._key_time_ready: bool | None = None
 
     # --- plumbing ------------------------------------------------------------
 
@@ -131,6 +147,7 @@ class Ledger:
     def create(self) -> None:
         """Create the schema and tables if missing; say which names are allowed if we may not."""
         if self.exists():
+            self.ensure_key_time()  # a ledger made before per-key timings
             return
         d = self.d
         ts, text = d.timestamp, d.long_text
@@ -165,6 +182,7 @@ class Ledger:
                 self.sql(statement)
         except Exception as error:
             raise self._permission_error(error) from None
+        self.ensure_key_time()
 
     def _permission_error(self, error: BaseException) -> UsageError:
         message = dj.server_message(error)
@@ -506,6 +524,65 @@ class Ledger:
         marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
         self.sql(f"INSERT INTO {self.t('error')} (run_id, attempt, chunk, key_text, message, "
                  f"stack, job_id, host, created) VALUES {marks}", [v for r in rows for v in r])
+
+    # --- per-key timings -------------------------------------------------------
+
+    def ensure_key_time(self) -> None:
+        """The `key_time` table, added to ledgers made before it existed."""
+        if self.has_table("key_time"):
+            return
+        d = self.d
+        self.sql(f"""CREATE TABLE IF NOT EXISTS {self.t('key_time')} (
+            key_time_id {d.serial_pk}, run_id BIGINT NOT NULL, attempt INT NOT NULL,
+            chunk INT NOT NULL, seq BIGINT NOT NULL, started {d.timestamp} NOT NULL,
+            seconds DOUBLE PRECISION NOT NULL, ok SMALLINT NOT NULL){d.table_options}""")
+        self.sql(f"CREATE INDEX key_time_run ON {self.t('key_time')} (run_id, seq)")
+
+    def add_key_times(self, run_id: int, attempt: int, chunk: int,
+                      times: Sequence[KeyTime]) -> None:
+        """One multi-row INSERT for a task's timings since its last report.
+
+        A ledger made by an older djhpc, whose `key_time` table nobody has
+        added yet (only `retry` since the upgrade), keeps no timings rather than
+        failing the task: checked once per Ledger.
+        """
+        if not times:
+            return
+        if self._key_time_ready is None:
+            self._key_time_ready = self.has_table("key_time")
+            if not self._key_time_ready:
+                log.warning("Ledger %s has no key_time table: per-key timings are not kept "
+                            "(any submit creates it)", self.schema)
+        if not self._key_time_ready:
+            return
+        rows = [(run_id, attempt, chunk, t.seq, t.started, t.seconds, int(t.ok)) for t in times]
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        self.sql(f"INSERT INTO {self.t('key_time')} (run_id, attempt, chunk, seq, started, "
+                 f"seconds, ok) VALUES {marks}", [v for r in rows for v in r])
+
+    def key_times(self, run_ids: Sequence[int]) -> list[KeyTime]:
+        """Every recorded make() of these runs, in the order they started."""
+        if not run_ids or not self.has_table("key_time"):
+            return []
+        marks = ", ".join(["%s"] * len(run_ids))
+        rows = self.sql(
+            f"SELECT run_id, attempt, chunk, seq, started, seconds, ok FROM {self.t('key_time')} "
+            f"WHERE run_id IN ({marks}) ORDER BY started, key_time_id", list(run_ids)).fetchall()
+        return [KeyTime(seq=int(seq), started=started, seconds=float(seconds), ok=bool(ok),
+                        run_id=int(run_id), attempt=int(attempt), chunk=int(chunk))
+                for run_id, attempt, chunk, seq, started, seconds, ok in rows]
+
+    def keys_at(self, run: RunRecord, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The key values of these key numbers of the run."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        cols = ", ".join(self.d.q(a) for a in run.key_attrs)
+        marks = ", ".join(["%s"] * len(wanted))
+        rows = self.sql(f"SELECT {KEY_SEQ}, {cols} FROM {self.t(run.keys_table)} "
+                        f"WHERE {KEY_RUN}=%s AND {KEY_SEQ} IN ({marks})",
+                        [run.run_id, *wanted]).fetchall()
+        return {int(r[0]): dict(zip(run.key_attrs, r[1:], strict=True)) for r in rows}
 
     # --- counting against the target table ------------------------------------
 

@@ -23,11 +23,12 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
 from djhpc import dj
-from djhpc.ledger import DONE, FAILED, INTERRUPTED, QUEUED, ChunkRecord, Ledger, RunRecord
+from djhpc.ledger import DONE, FAILED, INTERRUPTED, QUEUED, ChunkRecord, KeyTime, Ledger, RunRecord
 from djhpc.target import Target
 
 log = logging.getLogger(__name__)
@@ -167,24 +168,28 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
     rows = ledger.chunk_keys(run, chunk)
     outcome = Outcome()
     pending_errors: list[tuple[dict[str, Any], str, str]] = []
+    pending_times: list[KeyTime] = []
     last_flush = time.monotonic()
 
     def flush(state: str | None = None, requeue: bool = False) -> None:
         ledger.add_errors(run.run_id, chunk.attempt, chunk.chunk, pending_errors, job_id, host)
         pending_errors.clear()
+        ledger.add_key_times(run.run_id, chunk.attempt, chunk.chunk, pending_times)
+        pending_times.clear()
         # The last report counts from the database, so status can trust it later.
         done = ledger.done_by_chunk(run, [chunk]).get(chunk.chunk, 0) if state else outcome.done
         ledger.report(run.run_id, chunk.chunk, n_done=done, n_error=outcome.errors,
                       state=state, requeue=requeue)
 
     with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
-        for row in rows:
+        for number, row in enumerate(rows, start=chunk.lo):
             if stop.requested:
                 outcome.interrupted = True
                 break
             key = dj.decode_key(row, run.key_attrs, uuids)
             try:
                 stop.in_key = True
+                started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
                 error = _make(table, key)
             except Interrupted:
                 _rollback(table)
@@ -193,6 +198,7 @@ def _populate_chunk(task: ChunkTask, ledger: Ledger, run: RunRecord, chunk: Chun
             finally:
                 stop.in_key = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
             if error is None:
                 outcome.done += 1
             else:
