@@ -280,8 +280,7 @@ def timeline_figure(data: ReportData) -> Any:
         figure.add_trace(go.Bar(
             name=state, orientation="h", marker_color=STATE_COLOURS[state],
             y=[t.label for t in group], base=[t.started for t in group],
-            x=[((t.ended or stamp) - t.started).total_seconds() * 1000  # type: ignore[operator]
-               for t in group],
+            x=[_bar_ms(t, stamp) for t in group],
             text=[f"{t.done}/{t.keys} keys" + (f", {t.error} failed" if t.error else "")
                   for t in group],
             textposition="inside", insidetextanchor="middle",
@@ -295,6 +294,13 @@ def timeline_figure(data: ReportData) -> Any:
                "title": None},
         legend={"orientation": "h", "y": -0.2}, margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return figure
+
+
+def _bar_ms(t: TaskRow, stamp: datetime) -> float:
+    """The bar's length; the ledger keeps whole seconds, so a task that ran
+    under one still gets a visible second."""
+    assert t.started is not None
+    return max((t.ended or stamp) - t.started, timedelta(seconds=1)).total_seconds() * 1000
 
 
 def _task_hover(t: TaskRow) -> str:
