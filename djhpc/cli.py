@@ -193,10 +193,7 @@ def _progress_line(report: Any) -> None:
     if not sys.stdout.isatty():
         return
     _progress_open = not report.final
-    k = report.keys
-    line = (f"\r  {render.bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, "
-            f"{render.tasks(report.tasks)}")
-    click.echo(line.ljust(100), nl=False)
+    click.echo(render.progress(report), nl=False)
 
 
 # --- status and friends --------------------------------------------------------------
@@ -220,6 +217,9 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
     and its chunks. With a TARGET: the table's progress and its runs.
     """
     ctx = _context(create=False, require=what is not None)
+    if watch and render.terminal() and not as_json:
+        render.watch(lambda: _status_once(ctx, what, show_all, as_json), interval)
+        return
     while True:
         output, final = _status_once(ctx, what, show_all, as_json)
         if not watch:
