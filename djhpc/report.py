@@ -228,8 +228,8 @@ def build_html(data: ReportData) -> str:
             parts.append(_hints(data.runs))
         parts.append("</section>")
     body = (_summary(data) + "\n".join(parts) + _errors(data.errors))
-    return _PAGE.format(title=html.escape(f"djhpc report: {data.title}"), style=_STYLE,
-                        heading=html.escape(data.title),
+    return _PAGE.format(title=html.escape(f"djhpc report: {_plain(data.title)}"), style=_STYLE,
+                        heading=html.escape(_plain(data.title)),
                         generated=data.generated.strftime("%Y-%m-%d %H:%M UTC"), body=body)
 
 
@@ -239,7 +239,7 @@ def _summary(data: ReportData) -> str:
         wall = _wall(r.started, r.finished)
         billing = data.billing_hours.get(r.run_id)
         rows.append(
-            f'<tr><td>{r.run_id}</td><td>{html.escape(r.table)}</td>'
+            f'<tr><td>{r.run_id}</td><td>{html.escape(_plain(r.table))}</td>'
             f'<td><span class="state {html.escape(r.state)}">{html.escape(r.state)}</span></td>'
             f"<td>{r.keys.done} / {r.keys.total}</td><td>{r.keys.error}</td>"
             f"<td>{r.attempts}</td><td>{html.escape(r.started or '-')}</td>"
@@ -431,6 +431,11 @@ def _errors(groups: Sequence[status.ErrorGroup]) -> str:
     return ('<section><h2>Errors</h2><table class="errors"><thead><tr><th>count</th>'
             "<th>message</th><th>example keys</th><th>where</th><th>log</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></section>")
+
+
+def _plain(name: str) -> str:
+    """`schema`.`table` (or "schema"."table") as people write it."""
+    return name.replace("`", "").replace('"', "")
 
 
 def _key(key: dict[str, Any]) -> str:
