@@ -107,14 +107,33 @@ def test_report_of_a_real_run_in_a_real_browser(project: Project, tmp_path: Path
     assert "try 2" in body  # the retry is on the timeline
 
 
-def test_report_errors(project: Project, tmp_path: Path) -> None:
-    project.make_data("--sessions", "1", "--units", "1")
-    project.djhpc_json("submit", "MyTable", "-e", "local", "--wait")
+def test_key_times_an_older_ledger_and_report_errors(project: Project, tmp_path: Path) -> None:
+    """On every database and DataJoint line: timings recorded, an older ledger keeps working."""
+    project.make_data("--sessions", "1", "--units", "2", "--empty-units", "1")  # 8 keys
+    run_id = project.djhpc_json("submit", "MyTable", "-e", "local", "--tasks", "2", "--wait",
+                                expect=1)["run_id"]
+    key_time = f"{q(project.ledger)}.{q('key_time')}"
+    rows = project.sql(f"SELECT seq, ok FROM {key_time} WHERE run_id = {int(run_id)} ORDER BY seq")
+    assert [seq for seq, _ in rows] == list(range(8)) and sum(ok for _, ok in rows) == 7
+
+    # A ledger from before key_time: a retry's tasks keep no timings but work,
+    # and the report says it has none; the next submit adds the table.
+    project.sql(f"DROP TABLE {key_time}")
+    retried = project.djhpc_json("retry", str(run_id), "--wait", expect=1)
+    assert retried["status"]["attempts"] == 2 and retried["status"]["keys"]["done"] == 7
+    page = tmp_path / "old.html"
+    old = project.djhpc("report", str(run_id), "-o", str(page))
+    assert old.returncode == 0, old.stderr
+    assert "0 make() calls timed" in page.read_text()
+    project.djhpc_json("submit", "MyTable", "-e", "local", "--wait", expect=1)
+    assert project.sql(f"SELECT COUNT(*) FROM {key_time}")[0][0] == 1  # the failing key again
+
     missing = project.djhpc("report", "999999")
     assert missing.returncode == 2 and missing.stderr.startswith("Error: No run 999999")
     nowhere = project.djhpc("report", "MyTable", "-o", str(tmp_path / "no" / "r.html"))
     assert nowhere.returncode == 2 and "Error: No folder" in nowhere.stderr
-    assert "Traceback" not in nowhere.stderr
-    ok = project.djhpc("report", "MyTable", "-o", str(tmp_path / "r.html"))
-    assert ok.returncode == 0, ok.stderr
-    assert '<table class="summary">' in (tmp_path / "r.html").read_text()
+    assert "Traceback" not in nowhere.stderr and not (tmp_path / "no").exists()
+    table = project.djhpc("report", "MyTable", "-o", str(tmp_path / "r.html"))
+    assert table.returncode == 0, table.stderr
+    text = (tmp_path / "r.html").read_text()
+    assert text.count('<span class="state ') == 2 and "Plotly.newPlot" in text  # both runs
