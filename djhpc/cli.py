@@ -100,6 +100,7 @@ def main(verbose: int) -> None:
     Then:         djhpc submit my_pipeline.MyTable --dry-run
                   djhpc submit my_pipeline.MyTable
                   djhpc status
+    See a run:    djhpc report RUN_ID
     """
     _configure_logging(verbose)
 
@@ -401,9 +402,11 @@ def report(what: str, output: Path | None) -> None:
 
     Timeline of the tasks, progress over time, per-key make() durations,
     CPU and memory per task, and errors. It works offline: copy it anywhere.
+    Needs plotly: pip install djhpc[report].
     """
     from djhpc import report as reports
 
+    reports.require_plotly()  # before any database or Slurm work
     ctx = _context(create=False)
     selected, name = _runs_of(ctx, what)
     data = reports.collect(ctx.ledger, selected, name, log_path=_log_path)

@@ -192,6 +192,13 @@ def plotly_missing() -> UsageError:
                       "Install it with: pip install djhpc[report]")
 
 
+def require_plotly() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        raise plotly_missing()
+
+
 def build_html(data: ReportData) -> str:
     """The whole page: plotly's JavaScript once, then every section. Pure."""
     try:

@@ -154,6 +154,23 @@ def test_without_plotly_the_error_says_what_to_install(monkeypatch: pytest.Monke
     assert "pip install djhpc[report]" in raised.value.message
 
 
+def test_the_command_says_so_before_touching_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from djhpc.cli import main
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "plotly" else real_find(name, *a))
+    monkeypatch.setenv("DJ_HOST", "192.0.2.1")  # unreachable: never asked
+    result = CliRunner().invoke(main, ["report", "1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: djhpc report needs plotly, which is not installed. "
+                                     "Install it with: pip install djhpc[report]")
+
+
 def test_default_path_and_whole_file_writes(tmp_path: Path) -> None:
     assert report.default_path("12") == Path("djhpc-report-12.html")
     assert report.default_path("lab/pipe.py:My Table") == Path("djhpc-report-lab_pipe.py_My_Table.html")
