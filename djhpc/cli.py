@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -128,6 +129,7 @@ def main(verbose: int) -> None:
     Then:         djhpc submit my_pipeline.MyTable --dry-run
                   djhpc submit my_pipeline.MyTable
                   djhpc status
+    See a run:    djhpc report RUN_ID
     """
     _configure_logging(verbose)
 
@@ -258,6 +260,9 @@ def status(what: str | None, watch: bool, interval: float, show_all: bool, as_js
     ctx = _context(create=False, require=what is not None)
     # --watch reads the ledger every --interval, but asks Slurm at most every 30 s.
     poll = SlurmPoll() if watch else None
+    if watch and render.terminal() and not as_json:
+        render.watch(lambda: _status_once(ctx, what, show_all, as_json, poll), interval)
+        return
     while True:
         output, final = _status_once(ctx, what, show_all, as_json, poll)
         if not watch:
@@ -370,3 +375,24 @@ def doctor(as_json: bool) -> None:
     _emit({"checks": data}) if as_json else click.echo(render.doctor(data))
     if not all(c.ok for c in checks):
         sys.exit(1)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("what", metavar="RUN_ID|TARGET")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the page (default: djhpc-report-<run or table>.html here).")
+@handled
+def report(what: str, output: Path | None) -> None:
+    """One self-contained HTML file showing a run (or every run of a TARGET).
+
+    Timeline of the tasks, progress over time, per-key make() durations,
+    CPU and memory per task, and errors. It works offline: copy it anywhere.
+    Needs plotly: pip install djhpc[report].
+    """
+    from djhpc import report as reports
+
+    reports.require_plotly()  # before any database or Slurm work
+    data = lifecycle.report_data(_context(create=False), what)
+    path = output or reports.default_path(what)
+    reports.write(path, reports.build_html(data))
+    click.echo(f"Wrote {path.resolve()}")

@@ -6,6 +6,8 @@ Tables:
   and who works on it (Slurm job, host, pid, database connection);
 - `error`: every failed key with its message and traceback; never deleted, so
   the history survives `retry`;
+- `key_time`: when each key's make() started and how long it took, and whether
+  it raised (written by the tasks with their progress, read by `djhpc report`);
 - `keys_<hash>`: one per target table, the run's keys with the target's own
   column types (copied by the server, so every value round-trips exactly),
   numbered per run in primary-key order, each flagged *held* while its chunk
@@ -94,6 +96,19 @@ class ChunkRecord:
         return self.hi - self.lo
 
 
+@dataclass
+class KeyTime:
+    """One make() of one key, as a task measured it."""
+
+    seq: int  # the key's number in the run's keys table
+    started: datetime
+    seconds: float
+    ok: bool
+    run_id: int = 0
+    attempt: int = 0
+    chunk: int = 0
+
+
 RUN_COLUMNS = ("run_id", "target", "paths", "workdir", "table_name", "keys_table", "key_attrs",
                "executor", "n_keys", "attempts", "state", "created", "finished", "settings",
                "run_dir", "db_user", "host")
@@ -107,6 +122,7 @@ class Ledger:
         self.conn = conn
         self.schema = schema
         self.d = dj.dialect(conn)
+        self._key_time_ready: bool | None = None
 
     # --- plumbing ------------------------------------------------------------
 
@@ -130,11 +146,12 @@ class Ledger:
         Under a lock and checked again inside it: several first submits at once
         must not race each other's DDL.
         """
-        if self.exists():
+        if self.exists() and self.has_table("key_time"):
             return
         with self._lock(f"djhpc-ledger:{self.schema}", f"creating the ledger {self.schema}"):
             if not self.exists():
                 self._create()
+            self.ensure_key_time()  # also in a ledger made before per-key timings
 
     def _create(self) -> None:
         d = self.d
@@ -606,6 +623,64 @@ class Ledger:
             f"WHERE run_id IN ({marks}) ORDER BY error_id", list(run_ids)).fetchall()
         return [ErrorRow(run_id=int(r[0]), attempt=int(r[1]), chunk=int(r[2]),
                          key=json.loads(r[3]), message=r[4], stack=r[5]) for r in rows]
+    # --- per-key timings -------------------------------------------------------
+
+    def ensure_key_time(self) -> None:
+        """The `key_time` table, added to ledgers made before it existed."""
+        if self.has_table("key_time"):
+            return
+        d = self.d
+        self.sql(f"""CREATE TABLE IF NOT EXISTS {self.t('key_time')} (
+            key_time_id {d.serial_pk}, run_id BIGINT NOT NULL, attempt INT NOT NULL,
+            chunk INT NOT NULL, seq BIGINT NOT NULL, started {d.timestamp} NOT NULL,
+            seconds DOUBLE PRECISION NOT NULL, ok SMALLINT NOT NULL){d.table_options}""")
+        self.sql(f"CREATE INDEX key_time_run ON {self.t('key_time')} (run_id, seq)")
+
+    def add_key_times(self, run_id: int, attempt: int, chunk: int,
+                      times: Sequence[KeyTime]) -> None:
+        """One multi-row INSERT for a task's timings since its last report.
+
+        A ledger made by an older djhpc, whose `key_time` table nobody has
+        added yet (only `retry` since the upgrade), keeps no timings rather than
+        failing the task: checked once per Ledger.
+        """
+        if not times:
+            return
+        if self._key_time_ready is None:
+            self._key_time_ready = self.has_table("key_time")
+            if not self._key_time_ready:
+                log.warning("Ledger %s has no key_time table: per-key timings are not kept "
+                            "(any submit creates it)", self.schema)
+        if not self._key_time_ready:
+            return
+        rows = [(run_id, attempt, chunk, t.seq, t.started, t.seconds, int(t.ok)) for t in times]
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        self.sql(f"INSERT INTO {self.t('key_time')} (run_id, attempt, chunk, seq, started, "
+                 f"seconds, ok) VALUES {marks}", [v for r in rows for v in r])
+
+    def key_times(self, run_ids: Sequence[int]) -> list[KeyTime]:
+        """Every recorded make() of these runs, in the order they started."""
+        if not run_ids or not self.has_table("key_time"):
+            return []
+        marks = ", ".join(["%s"] * len(run_ids))
+        rows = self.sql(
+            f"SELECT run_id, attempt, chunk, seq, started, seconds, ok FROM {self.t('key_time')} "
+            f"WHERE run_id IN ({marks}) ORDER BY started, key_time_id", list(run_ids)).fetchall()
+        return [KeyTime(seq=int(seq), started=started, seconds=float(seconds), ok=bool(ok),
+                        run_id=int(run_id), attempt=int(attempt), chunk=int(chunk))
+                for run_id, attempt, chunk, seq, started, seconds, ok in rows]
+
+    def keys_at(self, run: RunRecord, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The key values of these key numbers of the run."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        cols = ", ".join(self.d.q(a) for a in run.key_attrs)
+        marks = ", ".join(["%s"] * len(wanted))
+        rows = self.sql(f"SELECT {KEY_SEQ}, {cols} FROM {self.t(run.keys_table)} "
+                        f"WHERE {KEY_RUN}=%s AND {KEY_SEQ} IN ({marks})",
+                        [run.run_id, *wanted]).fetchall()
+        return {int(r[0]): dict(zip(run.key_attrs, r[1:], strict=True)) for r in rows}
 
     # --- counting against the target table ------------------------------------
 
@@ -672,13 +747,16 @@ class Lease:
         self.ledger.add_errors(c.run_id, c.attempt, c.chunk, errors, self.job_id, self.host)
 
     def report(self, *, n_done: int, n_error: int, errors: Sequence[Error] = (),
-               state: ChunkState | None = None, requeue: bool = False) -> None:
-        """Errors and progress; with `state`, the chunk's end or hand-back.
+               times: Sequence[KeyTime] = (), state: ChunkState | None = None,
+               requeue: bool = False) -> None:
+        """Errors, per-key timings and progress; with `state`, the chunk's end or hand-back.
 
         The last report counts the chunk's done keys from the database, not
         from what the task saw, so status can trust it later.
         """
         self.add_errors(errors)
+        c = self.chunk
+        self.ledger.add_key_times(c.run_id, c.attempt, c.chunk, times)
         if state:
             n_done = self.ledger.done_by_chunk(self.run, [self.chunk]).get(self.chunk.chunk, 0)
         self.ledger.report(self.chunk.run_id, self.chunk.chunk, n_done=n_done, n_error=n_error,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from djhpc import backoff, dj, executors, plan, quota, resources, sites, status
 from djhpc import target as targets
@@ -26,6 +26,9 @@ from djhpc.errors import UsageError
 from djhpc.executors import Launch
 from djhpc.ledger import ChunkRecord, Ledger, RunRecord, default_schema, now
 from djhpc.resources import Resources
+
+if TYPE_CHECKING:
+    from djhpc.report import ReportData
 from djhpc.states import STOPPING_TASK_STATES, ChunkState, RunPhase
 from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, SlurmPoll, TableView
 
@@ -489,16 +492,34 @@ def runs_of(ctx: Context, what: str) -> list[RunRecord]:
     return ctx.ledger.runs(table_name=cls().full_table_name)
 
 
+def _stderr_logs(ctx: Context, runs: Sequence[RunRecord]) -> status.LogPath:
+    """Where a chunk's task wrote its stderr; None for in-process (debug) runs."""
+    by_id = {r.run_id: r for r in runs}
+
+    def log_path(run_id: int, chunk: int) -> Path | None:
+        run = by_id[run_id]
+        try:
+            return executors.of(run.executor).log_paths(run, ctx.ledger.chunk(run_id, chunk))[1]
+        except UsageError:  # the debug executor keeps no log file
+            return None
+
+    return log_path
+
+
 def errors(ctx: Context, what: str) -> list[ErrorGroup]:
     """Errors of a run or a table's runs, grouped, each with its task's log file."""
     selected = runs_of(ctx, what)
-    by_id = {r.run_id: r for r in selected}
+    return status.error_groups(ctx.ledger, selected, log_path=_stderr_logs(ctx, selected))
 
-    def log_path(run_id: int, chunk: int) -> Path:
-        run = by_id[run_id]
-        return executors.of(run.executor).log_paths(run, ctx.ledger.chunk(run_id, chunk))[1]
 
-    return status.error_groups(ctx.ledger, selected, log_path=log_path)
+def report_data(ctx: Context, what: str) -> ReportData:
+    """What `djhpc report` draws, for a run or every run of a table."""
+    from djhpc.report import collect
+
+    selected = sorted(runs_of(ctx, what), key=lambda r: r.run_id)
+    title = (f"run {what}: {selected[0].table_name}" if what.isdigit()
+             else selected[0].table_name if selected else what)
+    return collect(ctx.ledger, selected, title, log_path=_stderr_logs(ctx, selected))
 
 
 def log_path(ctx: Context, run_id: int, chunk: int | None, stderr: bool) -> Path:

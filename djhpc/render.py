@@ -1,15 +1,28 @@
-"""Text for people: tables, progress bars and colours (colours only on a terminal).
+"""Text for people: tables, progress bars and colours, drawn by rich.
 
-click drops the colour codes by itself when output is piped, so the same text
-serves both.
+Every function returns the finished text, which the CLI echoes. On a terminal
+it carries colours (none when NO_COLOR is set); piped, it is plain text with
+whitespace-aligned columns, for grep and awk. `watch` and `progress` redraw
+in place on a terminal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-import click
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from djhpc.lifecycle import Submission
 from djhpc.resources import format_duration
@@ -22,41 +35,83 @@ TASK_ABBREV = {"pending": "pend", "running": "run", "completed": "ok", "failed":
                "cancelled": "canc", "timeout": "time", "out_of_memory": "oom",
                "node_fail": "node", "preempted": "pre", "requeued": "req",
                "suspended": "susp", "unknown": "?"}
+PIPED_WIDTH = 200  # piped output is not wrapped to a terminal's width
 
 
-def state(text: str) -> str:
-    return click.style(text, fg=STATE_COLOURS.get(text), bold=text in ("failed", "done"))
+def terminal() -> bool:
+    """Whether stdout, where the CLI echoes, is a terminal."""
+    return sys.stdout.isatty()
+
+
+def console(file: Any = None) -> Console:
+    tty = terminal()
+    width = shutil.get_terminal_size().columns if tty else PIPED_WIDTH
+    # highlight=False: rich would colour numbers and paths in our text by itself.
+    return Console(file=file if file is not None else io.StringIO(), force_terminal=tty,
+                   width=width, highlight=False, no_color=bool(os.environ.get("NO_COLOR")))
+
+
+def text(*renderables: RenderableType) -> str:
+    out = console()
+    for item in renderables:
+        out.print(item)
+    file = out.file
+    assert isinstance(file, io.StringIO)
+    # rich pads every line to the table's width; keep none of it past the text.
+    return "\n".join(line.rstrip() for line in file.getvalue().rstrip("\n").splitlines())
+
+
+def _state(name: str) -> Text:
+    return Text(name, style=f"{'bold ' if name in ('failed', 'done') else ''}"
+                f"{STATE_COLOURS.get(name, '')}".strip())
+
+
+def state(name: str) -> str:
+    return text(_state(name))
+
+
+def _bar(done: int, total: int, width: int = 20) -> RenderableType:
+    share = done / total if total else 1.0
+    percent = Text(f" {share:4.0%}")
+    if not terminal():
+        return percent
+    grid = Table.grid()
+    grid.add_row(ProgressBar(total=max(total, 1), completed=done if total else 1, width=width,
+                             complete_style="green", finished_style="green"), percent)
+    return grid
 
 
 def bar(done: int, total: int, width: int = 20) -> str:
-    share = done / total if total else 1.0
-    filled = round(share * width)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
+    return text(_bar(done, total, width))
 
 
 def duration(seconds: float | None) -> str:
+    """H:MM:SS, as rich's progress columns show time."""
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _add(grid: Table, *cells: RenderableType) -> None:
+    """A row whose plain strings stay text: rich would read "[1-3]" in a job id as markup."""
+    grid.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
+
+
+def _table(header: Sequence[str]) -> Table:
+    boxed = terminal()  # piped: no rule under the header, only columns for grep and awk
+    grid = Table(box=box.SIMPLE_HEAD if boxed else None, show_edge=False, pad_edge=False,
+                 header_style="bold", padding=(0, 1 if boxed else 2, 0, 0))
+    for name in header:
+        grid.add_column(name, overflow="fold")  # a narrow terminal wraps a job id, never cuts it
+    return grid
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Columns padded to their widest cell (measured without colour codes)."""
-    cells = [list(header), *[list(r) for r in rows]]
-    widths = [max(len(click.unstyle(str(row[i]))) for row in cells) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(cells):
-        parts = [str(cell) + " " * (widths[i] - len(click.unstyle(str(cell))))
-                 for i, cell in enumerate(row)]
-        line = "  ".join(parts).rstrip()
-        lines.append(click.style(line, bold=True) if n == 0 else line)
-    return "\n".join(lines)
+    """Columns aligned to their widest cell; cells may carry colour codes."""
+    grid = _table(header)
+    for row in rows:
+        grid.add_row(*(Text.from_ansi(str(cell)) for cell in row))
+    return text(grid)
 
 
 def tasks(counts: dict[str, int]) -> str:
@@ -68,29 +123,30 @@ def tasks(counts: dict[str, int]) -> str:
 def submission(sub: Submission, dry_run: bool) -> str:
     sizes = sorted({c.keys for c in sub.chunks})
     size_text = (f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}") if sizes else "0"
-    lines = [f"{sub.target} → {sub.table}"]
-    lines.append(f"  {sub.keys} pending keys in {len(sub.chunks)} chunks of {size_text} keys, "
-                 f"executor {sub.executor}"
-                 + (f", {sub.arrays} Slurm array{'s' * (sub.arrays != 1)}"
-                    if sub.executor == "slurm" else ""))
+    lines: list[RenderableType] = [Text(f"{sub.target} → {sub.table}", style="bold")]
+    lines.append(Text(f"  {sub.keys} pending keys in {len(sub.chunks)} chunks of {size_text} "
+                      f"keys, executor {sub.executor}"
+                      + (f", {sub.arrays} Slurm array{'s' * (sub.arrays != 1)}"
+                         if sub.executor == "slurm" else "")))
     if sub.held:
-        lines.append(f"  {sub.held} more keys are held by another active run and left out")
-    lines.append(f"  resources per task: {sub.resources.describe()}")
-    lines += allocation_lines(sub)
+        lines.append(Text(f"  {sub.held} more keys are held by another active run and left out"))
+    lines.append(Text(f"  resources per task: {sub.resources.describe()}"))
+    lines += [Text(line) for line in allocation_lines(sub)]
     if sub.max_parallel:
-        lines.append(f"  at most {sub.max_parallel} tasks at once")
+        lines.append(Text(f"  at most {sub.max_parallel} tasks at once"))
     for warning in sub.warnings:
-        lines.append(click.style(f"  note: {warning}", fg="yellow"))
+        lines.append(Text(f"  note: {warning}", style="yellow"))
     if dry_run:
-        lines.append("Dry run: nothing recorded, nothing submitted.")
+        lines.append(Text("Dry run: nothing recorded, nothing submitted."))
         if sub.preview:
-            lines.append("Task script (first array):" if sub.executor == "slurm" else "Tasks:")
-            lines.append("  " + sub.preview.strip().replace("\n", "\n  "))
+            lines.append(Text("Task script (first array):" if sub.executor == "slurm"
+                              else "Tasks:"))
+            lines.append(Text("  " + sub.preview.strip().replace("\n", "\n  "), style="dim"))
     elif sub.run_id is not None:
         jobs = f"Slurm job {', '.join(sub.jobs)}" if sub.jobs else f"{sub.executor} processes"
-        lines.append(click.style(f"Submitted run {sub.run_id}", bold=True) + f": {jobs}.")
-        lines.append(f"  follow it:  djhpc status {sub.run_id} --watch")
-    return "\n".join(lines)
+        lines.append(Text.assemble((f"Submitted run {sub.run_id}", "bold"), f": {jobs}."))
+        lines.append(Text(f"  follow it:  djhpc status {sub.run_id} --watch"))
+    return text(*lines)
 
 
 def allocation_lines(sub: Submission) -> list[str]:
@@ -119,14 +175,21 @@ def allocation_lines(sub: Submission) -> list[str]:
     return lines
 
 
-def run_line(r: RunReport) -> list[str]:
-    return [str(r.run_id), r.target, state(r.state), f"{r.keys.done}/{r.keys.total}",
-            bar(r.keys.done, r.keys.total, 12),
-            click.style(str(r.keys.error), fg="red") if r.keys.error else "0",
-            tasks(r.tasks),
+
+def _count(n: int, style: str = "red") -> Text:
+    return Text(str(n), style=style if n else "")
+
+
+def _run_row(r: RunReport) -> list[RenderableType]:
+    return [str(r.run_id), r.target, _state(r.state), f"{r.keys.done}/{r.keys.total}",
+            _bar(r.keys.done, r.keys.total, 12), _count(r.keys.error), tasks(r.tasks),
             f"{r.keys_per_hour:.0f}" if r.keys_per_hour else "-",
             duration(r.eta_s) if r.state in ("running", "queued") else "-",
             f"{r.core_hours:.2f}", billing(r.billing_hours), str(r.attempts)]
+
+
+def run_line(r: RunReport) -> list[str]:
+    return [text(cell) if not isinstance(cell, str) else cell for cell in _run_row(r)]
 
 
 RUN_HEADER = ["RUN", "TARGET", "STATE", "KEYS", "PROGRESS", "ERR", "TASKS", "KEYS/H", "ETA",
@@ -148,76 +211,95 @@ def billing_totals(totals: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def runs(reports: Sequence[RunReport]) -> str:
+def _runs(reports: Sequence[RunReport]) -> RenderableType:
     if not reports:
-        return "No runs yet. Start one with: djhpc submit MyTable"
+        return Text("No runs yet. Start one with: djhpc submit MyTable")
+    grid = _table(RUN_HEADER)
+    for r in reports:
+        _add(grid, *_run_row(r))
+    return grid
+
+
+def runs(reports: Sequence[RunReport]) -> str:
     from djhpc.status import billing_totals as totals
 
-    text = table([run_line(r) for r in reports], RUN_HEADER)
-    summary = billing_totals(totals(reports))
-    return text + ("\n\n" + summary if summary else "")
+    summary = billing_totals(totals(reports)) if reports else ""
+    return text(_runs(reports)) + ("\n\n" + summary if summary else "")
 
 
-def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50) -> str:
+def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
+                max_chunks: int = 50) -> list[RenderableType]:
     k = r.keys
-    lines = [
-        click.style(f"Run {r.run_id}", bold=True) + f"  {r.target} → {r.table}  " + state(r.state),
-        f"  keys     {bar(k.done, k.total)}  {k.done}/{k.total} done, {k.error} failed, "
-        f"{k.reserved} in progress, {k.remaining} not yet in the table",
-        f"  tasks    {tasks(r.tasks)}   (executor {r.executor}, attempt {r.attempts})",
-        f"  time     created {r.created}, started {r.started or '-'}, "
-        f"finished {r.finished or '-'}",
-        f"  speed    {r.keys_per_hour:.0f} keys/h" if r.keys_per_hour else "  speed    -",
-    ]
+    head = Text.assemble((f"Run {r.run_id}", "bold"), f"  {r.target} → {r.table}  ",
+                         _state(r.state))
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    keys = Table.grid(padding=(0, 2))
+    _add(keys, _bar(k.done, k.total),
+                 Text.assemble(f"{k.done}/{k.total} done, ", _count(k.error), " failed, "
+                               f"{k.reserved} in progress, {k.remaining} not yet in the table"))
+    _add(facts, "keys", keys)
+    _add(facts, "tasks", f"{tasks(r.tasks)}   (executor {r.executor}, attempt {r.attempts})")
+    _add(facts, "time", f"created {r.created}, started {r.started or '-'}, "
+                          f"finished {r.finished or '-'}")
+    speed = f"{r.keys_per_hour:.0f} keys/h" if r.keys_per_hour else "-"
     if r.eta_s is not None and not r.final:
-        lines[-1] += f", ETA {duration(r.eta_s)}"
+        speed += f", ETA {duration(r.eta_s)}"
+    _add(facts, "speed", speed)
     eff = r.efficiency
-    cost = f"  cost     {r.core_hours:.2f} core-hours" + (
+    cost = f"{r.core_hours:.2f} core-hours" + (
         f", {r.billing_hours:.2f} billing hours" if r.billing_hours is not None else "")
     parts = [f"{label} {value:.0%}" for label, value in
              (("CPU", eff.cpu), ("memory", eff.memory), ("time", eff.time)) if value is not None]
     if parts:
         cost += " (efficiency: " + ", ".join(parts) + ")"
-    lines.append(cost)
+    _add(facts, "cost", cost)
     for hint in r.hints:
-        lines.append(click.style(f"  hint: {hint}", fg="yellow"))
+        facts.add_row(Text("hint", style="yellow"), Text(hint, style="yellow"))
+    out: list[RenderableType] = [head, facts]
     shown = r.chunks if len(r.chunks) <= max_chunks else [
         c for c in r.chunks if c.state not in ("done",)][:max_chunks]
     if shown:
-        rows = [[str(c.chunk), state(c.state), str(c.keys), str(c.done),
-                 click.style(str(c.error), fg="red") if c.error else "0",
-                 c.job or "-", c.task_state or "-", c.host or "-", duration(c.elapsed_s),
-                 f"{c.max_rss_mb:.0f}M" if c.max_rss_mb else "-"] for c in shown]
-        lines.append("")
-        lines.append(table(rows, ["CHUNK", "STATE", "KEYS", "DONE", "ERR", "JOB", "TASK", "HOST",
-                                  "ELAPSED", "MAXRSS"]))
+        grid = _table(["CHUNK", "STATE", "KEYS", "DONE", "ERR", "JOB", "TASK", "HOST", "ELAPSED",
+                       "MAXRSS"])
+        for c in shown:
+            _add(grid, str(c.chunk), _state(c.state), str(c.keys), str(c.done), _count(c.error),
+                         c.job or "-", c.task_state or "-", c.host or "-", duration(c.elapsed_s),
+                         f"{c.max_rss_mb:.0f}M" if c.max_rss_mb else "-")
+        out += [Text(""), grid]
         if len(shown) < len(r.chunks):
-            lines.append(f"  ({len(r.chunks) - len(shown)} more chunks, all done: --json shows all)")
+            out.append(Text(f"  ({len(r.chunks) - len(shown)} more chunks, all done: "
+                            "--json shows all)"))
     if groups:
-        lines.append("")
-        lines.append(click.style("Top errors", bold=True) + f"  (details: djhpc errors {r.run_id})")
+        out.append(Text(""))
+        out.append(Text.assemble(("Top errors", "bold"), f"  (details: djhpc errors {r.run_id})"))
         for g in groups[:5]:
-            lines.append(f"  {g.count:>5}x  {_first_line(g.message)}")
-    return "\n".join(lines)
+            out.append(Text.assemble((f"  {g.count:>5}x  ", "red"), _first_line(g.message)))
+    return out
+
+
+def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50) -> str:
+    return text(*_run_detail(r, groups, max_chunks))
 
 
 def errors(groups: Sequence[ErrorGroup]) -> str:
     if not groups:
         return "No errors recorded."
-    lines = []
+    lines: list[RenderableType] = []
     for g in groups:
-        lines.append(click.style(f"{g.count}x ", fg="red", bold=True) + _first_line(g.message))
+        lines.append(Text.assemble((f"{g.count}x ", "bold red"), _first_line(g.message)))
         if g.count > 1 and g.example.strip() != g.message:
-            lines.append(f"   e.g. {_first_line(g.example)}")
-        lines.append(f"   run {g.run_id}, chunk {g.chunk}, attempt(s) "
-                     f"{', '.join(map(str, g.attempts))}; log: {g.log or '-'}")
+            lines.append(Text(f"   e.g. {_first_line(g.example)}"))
+        lines.append(Text(f"   run {g.run_id}, chunk {g.chunk}, attempt(s) "
+                          f"{', '.join(map(str, g.attempts))}; log: {g.log or '-'}", style="dim"))
         for key in g.keys:
-            lines.append(f"   key {_key(key)}")
+            lines.append(Text(f"   key {_key(key)}"))
         stack = [line for line in g.stack.strip().splitlines() if line.strip()]
         if stack:
-            lines.append("   " + "\n   ".join(stack[-6:]))
-        lines.append("")
-    return "\n".join(lines).rstrip()
+            lines.append(Text("   " + "\n   ".join(stack[-6:])))
+        lines.append(Text(""))
+    return text(*lines).rstrip()
 
 
 def _first_line(text: str, limit: int = 160) -> str:
@@ -230,11 +312,11 @@ def _key(key: dict[str, Any]) -> str:
 
 
 def doctor(checks: Sequence[dict[str, Any]]) -> str:
-    lines = []
+    grid = Table.grid(padding=(0, 2))
     for check in checks:
-        mark = click.style("ok  ", fg="green") if check["ok"] else click.style("FAIL", fg="red")
-        lines.append(f"{mark}  {check['name']:<10} {check['detail']}")
-    return "\n".join(lines)
+        _add(grid, Text("ok", style="green") if check["ok"] else Text("FAIL", style="bold red"),
+                     check["name"], Text(str(check["detail"])))
+    return text(grid)
 
 
 def status_view(view: Overview | RunDetail | TableView) -> str:
@@ -257,26 +339,57 @@ class ProgressLine:
 
     def __exit__(self, *exc: object) -> None:
         if self.open:
-            click.echo()
+            print()
 
     def update(self, report: RunReport) -> None:
         if not self.enabled:
             return
-        k = report.keys
-        line = f"\r  {bar(k.done, k.total)} {k.done}/{k.total} done, {k.error} failed, {tasks(report.tasks)}"
-        click.echo(line.ljust(100), nl=False)
+        print(progress(report), end="", flush=True)
         self.open = True
 
 
 def target_view(name: str, remaining: int, total: int, reports: Sequence[RunReport]) -> str:
     done = total - remaining
-    lines = [click.style(name, bold=True),
-             f"  DataJoint progress: {bar(done, total)}  {done}/{total} in the table, "
-             f"{remaining} remaining",
-             ""]
-    lines.append(runs(reports) if reports else "No djhpc runs on this table yet.")
-    return "\n".join(lines)
+    progress = Table.grid(padding=(0, 2))
+    _add(progress, "  DataJoint progress:", _bar(done, total),
+                     f"{done}/{total} in the table, {remaining} remaining")
+    return text(Text(name, style="bold"), progress, Text(""),
+                _runs(reports) if reports else Text("No djhpc runs on this table yet."))
+
+
+# --- redrawn in place --------------------------------------------------------------
+
+
+def watch(frame: Callable[[], tuple[str, bool]], interval: float) -> None:
+    """Redraw `frame()` in place until it says it is final; Ctrl-C stops it quietly.
+
+    On a terminal only: piped output gets one frame after another.
+    """
+    screen = console(file=sys.stdout)
+    try:
+        with Live(console=screen, auto_refresh=False, redirect_stdout=False,
+                  vertical_overflow="visible") as live:
+            while True:
+                output, final = frame()
+                live.update(Group(Text.from_ansi(output), Text(
+                    "" if final else f"refreshed {time.strftime('%H:%M:%S')}, every "
+                    f"{interval:g} s; Ctrl-C to stop", style="dim")), refresh=True)
+                if final:
+                    return
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def progress(report: RunReport) -> str:
+    """The `--wait` line: the CLI redraws it in place with a carriage return."""
+    k = report.keys
+    line = Table.grid(padding=(0, 1))
+    _add(line, " ", _bar(k.done, k.total),
+         Text.assemble(f"{k.done}/{k.total} done, ", _count(k.error), " failed, "
+                       f"{tasks(report.tasks)}"))
+    return "\r" + text(line) + "\x1b[K"  # the rest of a longer earlier line is cleared
 
 
 __all__ = ["ProgressLine", "bar", "doctor", "duration", "errors", "format_duration",
-           "run_detail", "runs", "status_view", "submission", "target_view"]
+           "progress", "run_detail", "runs", "status_view", "submission", "target_view", "watch"]

@@ -93,7 +93,7 @@ class RunReport:
 
     @property
     def final(self) -> bool:
-        return self.state.final
+        return RunState(self.state).final
 
     def to_json(self, with_chunks: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -116,19 +116,33 @@ def _iso(value: datetime | None) -> str | None:
 # --- refresh: observe → reconcile → count → report --------------------------------
 
 
-def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True,
-            poll: SlurmPoll | None = None) -> list[RunReport]:
-    """Reports for several runs, with one scheduler query for all of them (if asked, or
-    if `poll` says it is time)."""
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """Runs as one refresh saw them: their reports, chunks and what the executors saw."""
+
+    reports: list[RunReport]
+    chunks: dict[int, list[ChunkRecord]]  # by run id, after reconciling
+    views: Observed
+
+
+def snapshot(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True,
+             poll: SlurmPoll | None = None) -> Snapshot:
+    """Observe, reconcile and count several runs, with one scheduler query for all of
+    them (if asked, or if `poll` says it is time)."""
     chunks = {run.run_id: ledger.chunks(run.run_id) for run in runs}
     pairs = [(run, c) for run in runs for c in chunks[run.run_id]]
     views = (poll.observe(pairs, runs) if poll is not None
              else executors.observe(pairs, ask_scheduler=ask_scheduler))
-    reports = []
-    for run in runs:
-        current = liveness.reconcile(ledger, run, chunks[run.run_id], views)
-        reports.append(count(ledger, run, current, views))
-    return reports
+    current = {run.run_id: liveness.reconcile(ledger, run, chunks[run.run_id], views)
+               for run in runs}
+    return Snapshot(reports=[count(ledger, run, current[run.run_id], views) for run in runs],
+                    chunks=current, views=views)
+
+
+def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True,
+            poll: SlurmPoll | None = None) -> list[RunReport]:
+    """Reports for several runs (see `snapshot`)."""
+    return snapshot(ledger, runs, ask_scheduler, poll).reports
 
 
 def done_counts(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord]) -> dict[int, int]:

@@ -24,11 +24,12 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
 from djhpc import dj
-from djhpc.ledger import Error, Lease, Ledger
+from djhpc.ledger import Error, KeyTime, Lease, Ledger
 from djhpc.states import ChunkState
 from djhpc.target import Target
 
@@ -203,21 +204,24 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
     rows = lease.keys()
     outcome = Outcome()
     pending_errors: list[Error] = []
+    pending_times: list[KeyTime] = []
     last_flush = time.monotonic()
 
     def flush(state: ChunkState | None = None, requeue: bool = False) -> None:
         lease.report(n_done=outcome.done, n_error=outcome.errors, errors=pending_errors,
-                     state=state, requeue=requeue)
+                     times=pending_times, state=state, requeue=requeue)
         pending_errors.clear()
+        pending_times.clear()
 
     with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
-        for row in rows:
+        for number, row in enumerate(rows, start=lease.chunk.lo):
             if stop.requested:
                 outcome.interrupted = True
                 break
             key = dj.decode_key(row, run.key_attrs, uuids)
             try:
                 stop.in_key = True
+                started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
                 error = _make(table, key, run.settings.get("make_kwargs") or None)
             except Interrupted:
                 _safe(lambda: dj.rollback(table))
@@ -226,6 +230,7 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             finally:
                 stop.in_key = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
             if error is None:
                 outcome.done += 1
             else:

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Prerequisites for the demo and the tests on a Debian/Ubuntu machine, as root:
 # Python venvs, a reachable MariaDB (a local one is installed and started when
-# none answers), PostgreSQL (only with --postgres), and the local Slurm.
+# none answers), PostgreSQL (only with --postgres), headless chromium (only with
+# --browser), and the local Slurm.
 # Idempotent: what is already there is left alone. Sourced or run; prints what it did.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 : "${DJ_HOST:=127.0.0.1}" "${DJ_USER:=root}" "${DJ_PASS:=}"
-WANT_PG=0 WANT_LEGACY=0
+WANT_PG=0 WANT_LEGACY=0 WANT_BROWSER=0
 for arg in "$@"; do
   case "$arg" in
     --postgres) WANT_PG=1 ;;
     --legacy) WANT_LEGACY=1 ;;   # also a venv with DataJoint 0.14
+    --browser) WANT_BROWSER=1 ;; # chromium and chromedriver, for the report's tests
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +74,9 @@ if [ $WANT_PG -eq 1 ] && ! port_open 127.0.0.1 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$version" main start
   for _ in $(seq 60); do port_open 127.0.0.1 5432 && break; sleep 0.5; done
 fi
+
+# --- A headless browser (the tests of `djhpc report` open it in one) ----------------
+if [ $WANT_BROWSER -eq 1 ]; then apt_install chromium chromium-driver; fi
 
 # --- Slurm ---------------------------------------------------------------------
 bash "$HERE/local-slurm.sh" start >/dev/null

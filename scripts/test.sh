@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-bash "$HERE/setup.sh" --postgres --legacy
+bash "$HERE/setup.sh" --postgres --legacy --browser
 cd "$ROOT"
 export DJ_HOST="${DJ_HOST:-127.0.0.1}"
 
