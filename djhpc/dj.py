@@ -271,10 +271,13 @@ def uuid_attributes(table: Any) -> set[str]:
 
 
 def pending_expression(table: Any, restrictions: Iterable[str]) -> Any:
-    """`(key_source & restrictions) - table`, as DataJoint's own populate sees it."""
+    """`(key_source & restrictions) - table`, as DataJoint's own populate sees it, less the
+    keys another worker has reserved in DataJoint's jobs table."""
     dj = _datajoint()
     todo = key_source(table) & dj.AndList(list(restrictions))
-    return todo.proj() - table.proj()
+    pending = todo.proj() - table.proj()
+    taken = reserved_keys(table)
+    return pending - taken if taken else pending
 
 
 def pending_sql(table: Any, restrictions: Iterable[str]) -> str:
@@ -529,3 +532,115 @@ def version_warning() -> str | None:
         return ("DataJoint 2.3.0 traces every dependency for each key (about 50 ms and 60 "
                 "queries per key, fixed in 2.3.1): upgrade with pip install -U datajoint")
     return None
+
+
+# --- DataJoint's own jobs tables: coordination with other workers ----------------------
+#
+# `populate(reserve_jobs=True)` (a lab's worker, another user's script) reserves each key
+# in DataJoint's jobs table for the target before making it: 0.14 keeps one `~jobs`
+# per schema (a row per table and key hash); 2.x one `~~table` per table (a row per
+# key). djhpc's tasks reserve their chunk's keys there too, in one batch per chunk, and
+# release them as they finish, so that neither makes a key the other is making; and
+# planning leaves out keys reserved there by anyone.
+
+
+def _worker() -> tuple[str, int]:
+    import platform
+
+    return platform.node(), os.getpid()
+
+
+def _legacy_jobs(table: Any) -> Any:
+    return table.connection.schemas[table.database].jobs
+
+
+def _jobs_2x(table: Any, declare: bool) -> Any:
+    from datajoint.jobs import Job
+
+    jobs = Job(table)  # not `table.jobs`: that creates the table even just to look
+    if not jobs.is_declared:
+        if not declare:
+            return None
+        jobs.declare()
+    return jobs
+
+
+def reserved_keys(table: Any) -> list[dict[str, Any]]:
+    """Keys of the table that some worker has reserved in DataJoint's jobs table now."""
+    attrs = key_attributes(table)
+    if is_legacy():
+        jobs = _legacy_jobs(table)
+        found = (jobs & {"table_name": table.table_name, "status": "reserved"}).fetch("key")
+    else:
+        jobs = _jobs_2x(table, declare=False)
+        found = [] if jobs is None else (jobs & "status='reserved'").fetch(as_dict=True)
+    return [{a: k[a] for a in attrs} for k in found if k and all(a in k for a in attrs)]
+
+
+def reserve(table: Any, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reserve `keys` for this process in DataJoint's jobs table, in one batch.
+
+    Returns the keys now reserved by this process; the others are reserved (or
+    were just taken) by another worker, which will make them.
+    """
+    if not keys:
+        return []
+    host, pid = _worker()
+    conn = table.connection
+    dj = _datajoint()
+    if is_legacy():
+        from datajoint.hash import key_hash
+
+        jobs = _legacy_jobs(table)
+        name = table.table_name
+        rows = [dict(table_name=name, key_hash=key_hash(k), status="reserved", host=host,
+                     pid=pid, connection_id=conn.connection_id, key=k, user=jobs._user)
+                for k in keys]
+        with dj.config(enable_python_native_blobs=True):
+            jobs.insert(rows, ignore_extra_fields=True, skip_duplicates=True)
+        mine = set((jobs & {"table_name": name, "status": "reserved", "host": host,
+                            "pid": pid}).fetch("key_hash"))
+        return [k for k in keys if key_hash(k) in mine]
+    jobs = _jobs_2x(table, declare=True)
+    attrs = list(jobs.primary_key)
+    stamp = conn.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    ours = dict(status="reserved", priority=jobs.connection._config.jobs.default_priority,
+                host=host, pid=pid, connection_id=conn.connection_id, user=conn.get_user(),
+                reserved_time=stamp)
+    jobs.insert([{**{a: k[a] for a in attrs}, **ours} for k in keys], skip_duplicates=True)
+    # Rows a `jobs.refresh()` left pending are free: take them as populate() would.
+    pending = jobs & [{a: k[a] for a in attrs} for k in keys] & "status='pending'"
+    for key in pending.fetch("KEY"):
+        jobs.reserve(key)
+    # Compared as text: the jobs table may hand back another type (a datetime for a date).
+    mine = {tuple(str(r[a]) for a in attrs)
+            for r in (jobs & {"host": host, "pid": pid, "status": "reserved"}).fetch(
+                *attrs, as_dict=True)}
+    return [k for k in keys if tuple(str(k[a]) for a in attrs) in mine]
+
+
+def release_sql(full_table_name: str, host: str, pid: int) -> tuple[str, tuple[Any, ...]]:
+    """SQL dropping the reservations a (dead) task of this table left in DataJoint's jobs
+    table, without importing the table's module."""
+    quote = full_table_name[:1]  # ` on MySQL, " on PostgreSQL
+    db, name = (part.strip('`"') for part in full_table_name.split("."))
+    schema = f"{quote}{db}{quote}"
+    if is_legacy():
+        return (f"DELETE FROM {schema}.{quote}~jobs{quote} WHERE table_name=%s "
+                "AND status='reserved' AND host=%s AND pid=%s", (name, host, pid))
+    return (f"DELETE FROM {schema}.{quote}~~{name.lstrip('_')}{quote} WHERE status='reserved' "
+            "AND host=%s AND pid=%s", (host, pid))
+
+
+def release(table: Any) -> None:
+    """Drop this process's reservations in DataJoint's jobs table (its keys are made or
+    handed back)."""
+    host, pid = _worker()
+    if is_legacy():
+        jobs = _legacy_jobs(table)
+        (jobs & {"table_name": table.table_name, "status": "reserved", "host": host,
+                 "pid": pid}).delete_quick()
+        return
+    jobs = _jobs_2x(table, declare=False)
+    if jobs is not None:
+        (jobs & {"status": "reserved", "host": host, "pid": pid}).delete_quick()

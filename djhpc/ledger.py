@@ -544,6 +544,16 @@ class Ledger:
              ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
 
+    def release_reservations(self, run: RunRecord, chunk: ChunkRecord) -> None:
+        """Drop what a task that is gone reserved in DataJoint's jobs table for its chunk."""
+        if not chunk.host or not chunk.pid:
+            return
+        statement, args = dj.release_sql(run.table_name, chunk.host, chunk.pid)
+        try:
+            self.sql(statement, args)
+        except Exception as error:  # no jobs table (nothing was reserved), or no right to it
+            log.debug("Reservations of chunk %s not released: %s", chunk.chunk, error)
+
     def beat(self, run_id: int, chunk: int) -> None:
         """A running chunk's task is alive (a hint for people; liveness asks the executor)."""
         self.sql(f"UPDATE {self.t('chunk')} SET heartbeat=%s WHERE run_id=%s AND chunk=%s "
@@ -739,7 +749,7 @@ class Lease:
         return cls(ledger, ledger.run(run_id), ledger.chunk(run_id, chunk),
                    job_id=job_id, host=host)
 
-    def keys(self) -> list[tuple[Any, ...]]:
+    def key_rows(self) -> list[tuple[Any, ...]]:
         return self.ledger.chunk_keys(self.run, self.chunk)
 
     def add_errors(self, errors: Sequence[Error]) -> None:

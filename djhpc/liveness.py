@@ -47,6 +47,7 @@ def reconcile(ledger: Ledger, run: RunRecord, chunks: Sequence[ChunkRecord],
             ledger.add_errors(run.run_id, c.attempt, c.chunk,
                               [({}, f"{reason} before finishing its chunk: {left} keys handed "
                                 "back", "")], c.job_id, c.host or "")
+            ledger.release_reservations(run, c)
             c = dataclasses.replace(c, state=ChunkState.LOST)
         current.append(c)
     return current

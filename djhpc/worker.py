@@ -201,7 +201,23 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             f"{run.target}'s key_source key is now ({', '.join(attrs)}), but the run recorded "
             f"({', '.join(run.key_attrs)}): the table changed since submission; submit again")
     uuids = dj.uuid_attributes(table)
-    rows = lease.keys()
+    keys = [dj.decode_key(row, run.key_attrs, uuids) for row in lease.key_rows()]
+    mine = _reserve(table, keys)
+    if len(mine) < len(keys):
+        note = (f"{len(keys) - len(mine)} keys were reserved by another worker in DataJoint's "
+                "jobs table: left to it")
+        log.warning(note)
+        _safe(lambda: lease.add_errors([({}, note, "")]))
+    try:
+        return _make_chunk(task, lease, table, keys, mine)
+    finally:
+        _safe(lambda: dj.release(table))
+
+
+def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, Any]],
+                mine: set[int]) -> Outcome:
+    """Make the chunk's keys this task reserved, reporting as it goes; stop on a signal."""
+    run = lease.run
     outcome = Outcome()
     pending_errors: list[Error] = []
     pending_times: list[KeyTime] = []
@@ -214,11 +230,12 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
         pending_times.clear()
 
     with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
-        for number, row in enumerate(rows, start=lease.chunk.lo):
+        for number, key in enumerate(keys, start=lease.chunk.lo):
             if stop.requested:
                 outcome.interrupted = True
                 break
-            key = dj.decode_key(row, run.key_attrs, uuids)
+            if number - lease.chunk.lo not in mine:
+                continue
             try:
                 stop.in_key = True
                 started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
@@ -245,7 +262,7 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
             outcome.state = state
             what = _after_hand_back(lease, outcome)
-            left = len(rows) - outcome.done - outcome.errors
+            left = len(mine) - outcome.done - outcome.errors
             message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
             log.warning(message)
             _safe(lambda: lease.add_errors([({}, message, "")]))
@@ -254,6 +271,19 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             _with_reconnect(table, lambda: flush(state))
             outcome.state = state
     return outcome
+
+
+def _reserve(table: Any, keys: list[dict[str, Any]]) -> set[int]:
+    """Positions of the chunk's keys this task may make: those it reserved in DataJoint's
+    jobs table. Where that table cannot be used (no right to create it), all of them."""
+    try:
+        reserved = dj.reserve(table, keys)
+    except Exception as error:
+        log.warning("Keys not reserved in DataJoint's jobs table (%s): other workers are not "
+                    "told about this chunk", dj.server_message(error))
+        return set(range(len(keys)))
+    ids = {id(k) for k in reserved}
+    return {n for n, k in enumerate(keys) if id(k) in ids}
 
 
 def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str) -> ChunkState:

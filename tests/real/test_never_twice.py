@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +168,51 @@ def test_ctrl_c_during_a_multi_array_submit_leaves_nothing_running(project: Proj
                            capture_output=True, text=True).stdout.split()
     assert not [s for s in alive if s in ("PENDING", "RUNNING")], alive  # ...and so are its arrays
     assert project.table_rows() == 0
+
+
+def test_two_ledgers_and_datajoints_own_workers_make_every_key_once(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "4")  # 16 keys
+    log = project.tmp / "makes.log"
+    env = project.env(EXAMPLE_MAKE_SECONDS="0.5", EXAMPLE_MAKE_LOG=str(log))
+    other = project.env(EXAMPLE_MAKE_SECONDS="0.5", EXAMPLE_MAKE_LOG=str(log),
+                        DJHPC_LEDGER_SCHEMA=f"{project.prefix}_ledger2")
+    submit = [str(BIN / "djhpc"), "submit", "MyTable", "-e", "local", "--tasks", "2", "--wait",
+              "--json"]
+    lab_worker = ("import my_analysis as m\n"
+                  "m.MyTable.populate(reserve_jobs=True, suppress_errors=True)\n")
+    everyone = [
+        subprocess.Popen(submit, cwd=project.workdir, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True),
+        subprocess.Popen(submit, cwd=project.workdir, env=other, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([sys.executable, "-c", lab_worker], cwd=project.workdir, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    ]
+    try:
+        results = [(p.communicate(timeout=300), p.returncode) for p in everyone]
+        for (_, err), code in results:
+            assert code in (0, 1), err  # 1: a run whose keys others made meanwhile
+        made = makes(log)
+        assert project.table_rows() == 16
+        assert len(made) == len(set(made)) == 16, sorted(made)  # each key's make() once
+    finally:
+        conn = connect()
+        conn.cursor().execute(
+            f"DROP SCHEMA IF EXISTS {q(project.prefix + '_ledger2')} CASCADE" if POSTGRES
+            else f"DROP DATABASE IF EXISTS {q(project.prefix + '_ledger2')}")
+        conn.close()
+
+
+def test_planning_leaves_out_keys_reserved_by_datajoints_own_workers(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "2")  # 8 keys
+    # A lab worker holds one key, the way populate(reserve_jobs=True) reserves it.
+    project.python(
+        "import json, datajoint as dj, my_analysis as m\n"
+        "key = (m.MyTable.key_source - m.MyTable).fetch('KEY', limit=1)[0]\n"
+        "if dj.__version__.startswith('0.'):\n"
+        "    m.schema.jobs.reserve(m.MyTable.table_name, key)\n"
+        "else:\n"
+        "    m.MyTable.jobs.refresh(); assert m.MyTable.jobs.reserve(key)\n"
+        "print(json.dumps(0))")
+    plan = project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
+    assert plan["keys"] == 7
