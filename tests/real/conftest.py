@@ -60,6 +60,16 @@ def q(name: str) -> str:
     return f'"{name}"' if POSTGRES else f"`{name}`"
 
 
+def drop_schema(name: str) -> None:
+    """Drop a schema a test made for itself, with everything in it."""
+    conn = connect()
+    try:
+        conn.cursor().execute(f"DROP SCHEMA IF EXISTS {q(name)} CASCADE" if POSTGRES
+                              else f"DROP DATABASE IF EXISTS {q(name)}")
+    finally:
+        conn.close()
+
+
 @dataclass
 class Project:
     """A disposable copy of the example pipeline's schemas, and the CLI to drive it."""
@@ -143,13 +153,7 @@ class Project:
     def drop(self) -> None:
         subprocess.run([sys.executable, "make_data.py", "--drop"], cwd=self.workdir, env=self.env(),
                        capture_output=True, text=True, timeout=300)
-        drop = "DROP SCHEMA IF EXISTS {} CASCADE" if POSTGRES else "DROP DATABASE IF EXISTS {}"
-        conn = connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(drop.format(q(self.ledger)))
-        finally:
-            conn.close()
+        drop_schema(self.ledger)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import BIN, POSTGRES, Project, connect, database_user, q
+from .conftest import BIN, POSTGRES, Project, database_user, drop_schema
 
 
 @pytest.fixture
@@ -138,11 +138,7 @@ class Trace(dj.Computed):
         assert result.returncode == 0, result.stderr
         assert project.python("import json, pidtable as p; print(len(p.Trace()))") == 5
     finally:
-        conn = connect()
-        conn.cursor().execute(
-            f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-            else f"DROP DATABASE IF EXISTS {q(schema)}")
-        conn.close()
+        drop_schema(schema)
 
 
 def test_status_of_unknown_run(small: Project) -> None:
@@ -207,11 +203,7 @@ class Doubled(dj.Computed):
             if args[0] != "-v":  # DataJoint's notes below WARNING only with -v
                 assert "connected to" not in result.stderr
     finally:
-        conn = connect()
-        conn.cursor().execute(
-            f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-            else f"DROP DATABASE IF EXISTS {q(schema)}")
-        conn.close()
+        drop_schema(schema)
 
 
 @pytest.fixture
@@ -393,11 +385,7 @@ class Scaled(dj.Computed):
                                 "print(json.dumps(sorted(kw.Scaled().fetch('value').tolist())))")
         assert values == [10, 20, 30]
     finally:
-        conn = connect()
-        conn.cursor().execute(
-            f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-            else f"DROP DATABASE IF EXISTS {q(schema)}")
-        conn.close()
+        drop_schema(schema)
 
 
 def test_run_dir_itself_is_created_private(small: Project) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import POSTGRES, Project, connect, q
+from .conftest import POSTGRES, Project, drop_schema
 
 MODULE = '''
 import datetime, decimal, uuid
@@ -64,10 +64,7 @@ def typed(project: Project) -> Project:
         "typed.Source.insert(rows)\n"
         "print(json.dumps(len(typed.Source())))")
     yield project
-    conn = connect()
-    conn.cursor().execute(f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-                          else f"DROP DATABASE IF EXISTS {q(schema)}")
-    conn.close()
+    drop_schema(schema)
 
 
 @pytest.mark.parametrize("executor", ["local", "debug"])

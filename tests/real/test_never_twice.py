@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, POSTGRES, Project, connect, q
+from .conftest import BIN, POSTGRES, Project, drop_schema, q
 from .test_lifecycle import chunks, wait_for
 
 
@@ -91,10 +91,7 @@ def pieces(project: Project) -> Iterator[Project]:
     project.python("import json, pieces; pieces.Piece.insert([(i,) for i in range(4)]); "
                    "print(json.dumps(0))")
     yield project
-    conn = connect()
-    conn.cursor().execute(f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-                          else f"DROP DATABASE IF EXISTS {q(schema)}")
-    conn.close()
+    drop_schema(schema)
 
 
 def sacct_states(array: str) -> dict[str, list[str]]:
@@ -196,11 +193,7 @@ def test_two_ledgers_and_datajoints_own_workers_make_every_key_once(project: Pro
         assert project.table_rows() == 16
         assert len(made) == len(set(made)) == 16, sorted(made)  # each key's make() once
     finally:
-        conn = connect()
-        conn.cursor().execute(
-            f"DROP SCHEMA IF EXISTS {q(project.prefix + '_ledger2')} CASCADE" if POSTGRES
-            else f"DROP DATABASE IF EXISTS {q(project.prefix + '_ledger2')}")
-        conn.close()
+        drop_schema(project.prefix + '_ledger2')
 
 
 def test_planning_leaves_out_keys_reserved_by_datajoints_own_workers(project: Project) -> None:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from .conftest import POSTGRES, Project, connect, q
+from .conftest import POSTGRES, Project, drop_schema
 
 MODULE = '''
 import datajoint as dj
@@ -80,8 +80,4 @@ def test_external_store_from_the_users_config(project: Project) -> None:
         assert check == [8, True]
         assert any(p.is_file() for p in store.rglob("*")), "nothing was written to the store"
     finally:
-        conn = connect()
-        cur = conn.cursor()
-        cur.execute(f"DROP SCHEMA IF EXISTS {q(schema)} CASCADE" if POSTGRES
-                    else f"DROP DATABASE IF EXISTS {q(schema)}")
-        conn.close()
+        drop_schema(schema)
