@@ -544,6 +544,38 @@ class Ledger:
              ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
 
+    def reserve_keys(self, run: RunRecord, chunk: ChunkRecord,
+                     plan: dj.Reservation) -> set[int]:
+        """Reserve the chunk's keys in DataJoint's jobs table, straight from the keys table.
+
+        Returns the key numbers another worker holds. Rows a `jobs.refresh()`
+        left pending are taken, as `populate(reserve_jobs=True)` would.
+        """
+        d = self.d
+        cols = [d.q(a) for a in run.key_attrs]
+        names = list(plan.values)
+        within = f"k.{KEY_RUN}=%s AND k.{KEY_SEQ} >= %s AND k.{KEY_SEQ} < %s"
+        chunk_range = (run.run_id, chunk.lo, chunk.hi)
+        insert = (f"{plan.jobs_table} ({', '.join(cols + [d.q(n) for n in names])}, "
+                  f"reserved_time) SELECT {', '.join(f'k.{c}' for c in cols)}, "
+                  f"{', '.join(['%s'] * len(names))}, CURRENT_TIMESTAMP(3) "
+                  f"FROM {self.t(run.keys_table)} AS k WHERE {within}")
+        self.sql(f"INSERT INTO {insert} ON CONFLICT DO NOTHING" if d.postgres
+                 else f"INSERT IGNORE INTO {insert}", (*plan.values.values(), *chunk_range))
+        same = " AND ".join(f"j.{c} = k.{c}" for c in cols)
+        if self.sql(f"SELECT 1 FROM {plan.jobs_table} WHERE status='pending' LIMIT 1").fetchone():
+            sets = ", ".join(f"{d.q(n)}=%s" for n in names)
+            self.sql(f"UPDATE {plan.jobs_table} AS j SET {sets}, reserved_time=CURRENT_TIMESTAMP(3) "
+                     f"WHERE j.status='pending' AND EXISTS (SELECT 1 FROM "
+                     f"{self.t(run.keys_table)} AS k WHERE {within} AND {same})",
+                     (*plan.values.values(), *chunk_range))
+        taken = self.sql(
+            f"SELECT k.{KEY_SEQ} FROM {self.t(run.keys_table)} AS k WHERE {within} AND NOT "
+            f"EXISTS (SELECT 1 FROM {plan.jobs_table} AS j WHERE {same} AND j.status='reserved' "
+            f"AND j.host=%s AND j.pid=%s)",
+            (*chunk_range, plan.values["host"], plan.values["pid"])).fetchall()
+        return {int(seq) for (seq,) in taken}
+
     def release_reservations(self, run: RunRecord, chunk: ChunkRecord) -> None:
         """Drop what a task that is gone reserved in DataJoint's jobs table for its chunk."""
         if not chunk.host or not chunk.pid:
@@ -748,6 +780,10 @@ class Lease:
             return None
         return cls(ledger, ledger.run(run_id), ledger.chunk(run_id, chunk),
                    job_id=job_id, host=host)
+
+    def reserve(self, plan: dj.Reservation) -> set[int]:
+        """Reserve the chunk's keys in DataJoint's jobs table; the numbers others hold."""
+        return self.ledger.reserve_keys(self.run, self.chunk, plan)
 
     def key_rows(self) -> list[tuple[Any, ...]]:
         return self.ledger.chunk_keys(self.run, self.chunk)

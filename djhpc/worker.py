@@ -202,7 +202,7 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
             f"({', '.join(run.key_attrs)}): the table changed since submission; submit again")
     uuids = dj.uuid_attributes(table)
     keys = [dj.decode_key(row, run.key_attrs, uuids) for row in lease.key_rows()]
-    mine = _reserve(table, keys)
+    mine = _reserve(lease, table, keys)
     if len(mine) < len(keys):
         note = (f"{len(keys) - len(mine)} keys were reserved by another worker in DataJoint's "
                 "jobs table: left to it")
@@ -273,10 +273,14 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
     return outcome
 
 
-def _reserve(table: Any, keys: list[dict[str, Any]]) -> set[int]:
+def _reserve(lease: Lease, table: Any, keys: list[dict[str, Any]]) -> set[int]:
     """Positions of the chunk's keys this task may make: those it reserved in DataJoint's
     jobs table. Where that table cannot be used (no right to create it), all of them."""
     try:
+        plan = dj.reservation(table, lease.run.key_attrs)
+        if plan is not None:  # on the server, in one statement
+            taken = lease.reserve(plan)
+            return {n for n in range(len(keys)) if lease.chunk.lo + n not in taken}
         reserved = dj.reserve(table, keys)
     except Exception as error:
         log.warning("Keys not reserved in DataJoint's jobs table (%s): other workers are not "
