@@ -49,11 +49,11 @@ class MyTable(dj.Computed):
         return ks
 
     def make(self, key):
-        # Lets tests count how often each key's make() starts, and simulate slow
-        # keys (0 s, no wait, by default).
+        # Lets tests count how often (and in which process) each key's make()
+        # starts, and simulate slow keys (0 s, no wait, by default).
         if os.environ.get("EXAMPLE_MAKE_LOG"):
             with open(os.environ["EXAMPLE_MAKE_LOG"], "a") as log:
-                log.write(json.dumps(key, default=str) + "\n")
+                log.write(json.dumps({"key": key, "pid": os.getpid()}, default=str) + "\n")
         time.sleep(float(os.environ.get("EXAMPLE_MAKE_SECONDS", "0")))
         spike_times = (ephys.UnitSpikeTimes & key).fetch1("spike_times")
         if len(spike_times) == 0:
