@@ -271,12 +271,15 @@ def uuid_attributes(table: Any) -> set[str]:
     return {name for name in heading.primary_key if getattr(heading.attributes[name], "uuid", False)}
 
 
-def pending_expression(table: Any, restrictions: Iterable[str]) -> Any:
+def pending_expression(table: Any, restrictions: Iterable[str],
+                       leave_out_reserved: bool = True) -> Any:
     """`(key_source & restrictions) - table`, as DataJoint's own populate sees it, less the
-    keys another worker has reserved in DataJoint's jobs table."""
+    keys another worker has reserved in DataJoint's jobs table (unless told otherwise)."""
     dj = _datajoint()
     todo = key_source(table) & dj.AndList(list(restrictions))
     pending = todo.proj() - table.proj()
+    if not leave_out_reserved:
+        return pending
     try:
         taken = reserved_keys(table)
     except Exception as error:  # a jobs table DataJoint cannot make for this table
@@ -285,8 +288,8 @@ def pending_expression(table: Any, restrictions: Iterable[str]) -> Any:
     return pending - taken if taken else pending
 
 
-def pending_sql(table: Any, restrictions: Iterable[str]) -> str:
-    return str(pending_expression(table, restrictions).make_sql())
+def pending_sql(table: Any, restrictions: Iterable[str], leave_out_reserved: bool = True) -> str:
+    return str(pending_expression(table, restrictions, leave_out_reserved).make_sql())
 
 
 def jobs_column_collisions(table: Any) -> list[str]:

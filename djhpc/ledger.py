@@ -292,21 +292,31 @@ class Ledger:
         """Let the server parse and plan the pending-keys query; raises its error."""
         self.sql(f"SELECT 1 FROM ({pending_sql}) AS q LIMIT 0")
 
-    def count_pending(self, pending_sql: str, table_name: str,
-                      key_attrs: Sequence[str]) -> tuple[int, int]:
-        """(keys a new run would take, keys held by other active runs)."""
+    def count_pending(self, pending_sql: str, table_name: str, key_attrs: Sequence[str],
+                      all_pending_sql: str | None = None) -> tuple[int, int]:
+        """(keys a new run would take, keys held by other active runs or other workers)."""
         keys_table = self.keys_table_name(table_name, key_attrs)
         held = self.held(keys_table, key_attrs, "q") if self.exists() else None
         n_held = f"COALESCE(SUM(CASE WHEN {held} THEN 1 ELSE 0 END), 0)" if held else "0"
         total, n = self.sql(f"SELECT COUNT(*), {n_held} FROM ({pending_sql}) AS q").fetchone()
-        return int(total) - int(n), int(n)
+        reserved = self._reserved_elsewhere(pending_sql, all_pending_sql, int(total))
+        return int(total) - int(n), int(n) + reserved
+
+    def _reserved_elsewhere(self, pending_sql: str, all_pending_sql: str | None,
+                            n_pending: int) -> int:
+        """Pending keys left out because another worker reserved them in DataJoint's jobs
+        table (counted only while some are: the queries then differ)."""
+        if not all_pending_sql or all_pending_sql == pending_sql:
+            return 0
+        (every,) = self.sql(f"SELECT COUNT(*) FROM ({all_pending_sql}) AS q").fetchone()
+        return max(0, int(every) - n_pending)
 
     # --- runs ----------------------------------------------------------------
 
     def record_run(self, *, target: str, paths: Sequence[str], workdir: str, table_name: str,
                    key_attrs: Sequence[str], executor: str, settings: dict[str, Any],
                    run_dir: str, db_user: str, pending_sql: str,
-                   plan: Any) -> tuple[RunRecord | None, int]:
+                   plan: Any, all_pending_sql: str | None = None) -> tuple[RunRecord | None, int]:
         """Record a run with its pending keys and chunks, in one transaction.
 
         `plan(n_keys) -> list[Chunk]`. Keys held by another active run are left
@@ -330,6 +340,9 @@ class Ledger:
                 n_held = int(self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q "
                                       f"WHERE {held_sql}").fetchone()[0])
                 held = f" WHERE NOT {held_sql}"
+            if all_pending_sql and all_pending_sql != pending_sql:
+                (n_pending,) = self.sql(f"SELECT COUNT(*) FROM ({pending_sql}) AS q").fetchone()
+                n_held += self._reserved_elsewhere(pending_sql, all_pending_sql, int(n_pending))
             conn.start_transaction()
             try:
                 row = (target, json.dumps(list(paths)), workdir, table_name, keys_table,
@@ -774,12 +787,19 @@ class Lease:
     @classmethod
     def claim(cls, ledger: Ledger, run_id: int, chunk: int, *, job_id: str | None, host: str,
               pid: int) -> Lease | None:
-        """The lease on a queued chunk, or None when it is taken, finished or cancelled."""
+        """The lease on a queued chunk, or None when it is taken, finished or cancelled.
+
+        A chunk taken again (a requeued task) first drops what its earlier task left
+        reserved in DataJoint's jobs table, should that task have died holding it.
+        """
+        before = ledger.chunk(run_id, chunk)
         if not ledger.claim(run_id, chunk, job_id=job_id, host=host, pid=pid,
                             connection_id=ledger.connection_id()):
             return None
-        return cls(ledger, ledger.run(run_id), ledger.chunk(run_id, chunk),
-                   job_id=job_id, host=host)
+        run = ledger.run(run_id)
+        if before.pid and (before.pid, before.host) != (pid, host):
+            ledger.release_reservations(run, before)
+        return cls(ledger, run, ledger.chunk(run_id, chunk), job_id=job_id, host=host)
 
     def reserve(self, plan: dj.Reservation) -> set[int]:
         """Reserve the chunk's keys in DataJoint's jobs table; the numbers others hold."""

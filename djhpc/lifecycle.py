@@ -134,6 +134,9 @@ class Prepared:
     table: Any  # an instance of the target's class
     restrictions: list[str]
     pending_sql: str
+    # The same before keys reserved in DataJoint's jobs table are left out: it differs
+    # only while some are, and then says how many of the pending keys others hold.
+    all_pending_sql: str
     key_attrs: list[str]
     placement: Placement
     warnings: list[str]
@@ -163,11 +166,13 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
         warnings.append(arch)
     _check_restrictions(restrictions)
     pending_sql = _checked_pending_sql(ctx, table, list(restrictions))
+    all_pending_sql = dj.pending_sql(table, restrictions, leave_out_reserved=False)
     placement = Placement(executor=executor, resources=res, max_parallel=settings.max_parallel,
                           max_array_size=_max_array_size(settings, executor))
     _check_partition(placement)
     return Prepared(target=target, table=table, restrictions=list(restrictions),
-                    pending_sql=pending_sql, key_attrs=dj.key_attributes(table),
+                    pending_sql=pending_sql, all_pending_sql=all_pending_sql,
+                    key_attrs=dj.key_attributes(table),
                     placement=placement, warnings=warnings)
 
 
@@ -253,7 +258,7 @@ def _launch(ctx: Context, placement: Placement, run_id: int | None, run_dir: Pat
 
 def dry_run(ctx: Context, prepared: Prepared) -> Submission:
     n_keys, held = ctx.ledger.count_pending(prepared.pending_sql, prepared.table.full_table_name,
-                                            prepared.key_attrs)
+                                            prepared.key_attrs, prepared.all_pending_sql)
     placement = prepared.placement
     chunks = _chunking(ctx.settings, placement)(n_keys)
     preview = ""
@@ -301,7 +306,8 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         table_name=prepared.table.full_table_name, key_attrs=prepared.key_attrs,
         executor=placement.executor, settings=run_settings,
         run_dir=str(Path(s.run_dir).expanduser()), db_user=dj.db_user(ctx.conn),
-        pending_sql=prepared.pending_sql, plan=_chunking(s, placement))
+        pending_sql=prepared.pending_sql, all_pending_sql=prepared.all_pending_sql,
+        plan=_chunking(s, placement))
     base = Submission(run_id=None, target=prepared.target.ref,
                       table=prepared.table.full_table_name, keys=0, held=held,
                       placement=placement, warnings=prepared.warnings)

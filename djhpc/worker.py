@@ -256,6 +256,8 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 _with_reconnect(table, flush)
                 last_flush = time.monotonic()
+        # Free the keys before any requeue: Slurm may stop this process as it requeues it.
+        _safe(lambda: dj.release(table))
         if outcome.interrupted:
             signal_name = stop.requested or "a signal"
             state = _hand_back(task, lease, outcome, signal_name)

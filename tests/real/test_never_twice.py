@@ -130,7 +130,8 @@ def test_the_task_holding_the_arrays_own_id_requeues_only_itself(pieces: Project
             assert "REQUEUED" not in seen and seen[-1] == "COMPLETED", states
     made = log.read_text().splitlines()  # the piece of each make()
     siblings = [m for m in made if made.count(m) == 1]
-    assert len(siblings) == 3, made  # each sibling's key made once, never run again
+    history = pieces.djhpc("errors", str(out["run_id"]), env=env).stdout
+    assert len(siblings) == 3, (made, history)  # each sibling's key made once, never run again
     assert report["keys"]["done"] == 3 and report["state"] == "incomplete"
     assert [c["state"] for c in report["chunks"]].count("interrupted") == 1, report
 
