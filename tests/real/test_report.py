@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import Project, q
+from .test_lifecycle import wait_for
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -57,6 +59,17 @@ return {
 
 
 @pytest.mark.once
+def accounted(project: Project, run_id: int) -> bool:
+    """Whether sacct has every task of the run with its MaxRSS."""
+    jobs = [str(j) for (j,) in project.sql(
+        f"SELECT job_id FROM {q(project.ledger)}.{q('chunk')} WHERE run_id = {int(run_id)}")]
+    out = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(jobs), "--format=JobID,MaxRSS"],
+                         capture_output=True, text=True).stdout
+    measured = {row.split("|")[0].split(".")[0] for row in out.splitlines()
+                if "|" in row and row.split("|")[1].strip()}
+    return set(jobs) <= measured
+
+
 @pytest.mark.usefixtures("slurm")
 def test_report_of_a_real_run_in_a_real_browser(project: Project, tmp_path: Path) -> None:
     project.make_data("--sessions", "1", "--units", "3", "--empty-units", "1")  # 12 keys
@@ -75,6 +88,8 @@ def test_report_of_a_real_run_in_a_real_browser(project: Project, tmp_path: Path
     assert {(a, ok) for a, ok, _ in timed} == {(1, 1), (1, 0), (2, 0)}
     assert all(s >= 0.3 for _, _, s in timed)
 
+    # sacct records a task's memory a little after it ends: the report draws it once it has.
+    wait_for(lambda: accounted(project, run_id), timeout=90, every=2)
     page = tmp_path / "report.html"
     result = project.djhpc("report", str(run_id), "-o", str(page))
     assert result.returncode == 0, result.stderr
