@@ -567,6 +567,8 @@ def cancel(ctx: Context, run_id: int) -> RunReport:
     ledger.set_run(run_id, state=RunPhase.CANCELLED, finished=now())
     ledger.set_chunk_states(run_id, [c.chunk for c in active], ChunkState.CANCELLED)
     executors.of(run.executor).cancel(run, active)
+    for c in active:  # at once: a stopping task may take a moment to drop them itself
+        ledger.release_reservations(run, c)
     return status_of(ctx, run_id)
 
 
