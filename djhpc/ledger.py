@@ -123,6 +123,7 @@ class Ledger:
         self.schema = schema
         self.d = dj.dialect(conn)
         self._key_time_ready: bool | None = None
+        self._flagged: set[str] = set()  # keys tables known to have the held flag
 
     # --- plumbing ------------------------------------------------------------
 
@@ -242,9 +243,15 @@ class Ledger:
         self.sql(f"CREATE INDEX {d.q(name + '_key')} ON {self.t(name)} ({cols}, {KEY_HELD})")
 
     def _has_held_flag(self, keys_table: str) -> bool:
-        return self.sql("SELECT 1 FROM information_schema.columns WHERE table_schema=%s AND "
-                        "table_name=%s AND column_name=%s",
-                        (self.schema, keys_table, KEY_HELD)).fetchone() is not None
+        # Asked at every chunk's end: a table once seen with the flag keeps it.
+        if keys_table in self._flagged:
+            return True
+        found = self.sql("SELECT 1 FROM information_schema.columns WHERE table_schema=%s AND "
+                         "table_name=%s AND column_name=%s",
+                         (self.schema, keys_table, KEY_HELD)).fetchone() is not None
+        if found:
+            self._flagged.add(keys_table)
+        return found
 
     def _held_by_chunks(self, keys_table: str, alias: str = "") -> str:
         """SQL: a queued or running chunk of a live run covers the keys row `alias`."""

@@ -188,10 +188,6 @@ def _run_row(r: RunReport) -> list[RenderableType]:
             f"{r.core_hours:.2f}", billing(r.billing_hours), str(r.attempts)]
 
 
-def run_line(r: RunReport) -> list[str]:
-    return [text(cell) if not isinstance(cell, str) else cell for cell in _run_row(r)]
-
-
 RUN_HEADER = ["RUN", "TARGET", "STATE", "KEYS", "PROGRESS", "ERR", "TASKS", "KEYS/H", "ETA",
               "CORE-H", "BILL-H", "TRY"]
 
