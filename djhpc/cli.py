@@ -326,13 +326,12 @@ def cancel(run_id: int, yes: bool, as_json: bool) -> None:
     lifecycle.find_run(ctx, run_id)  # an unknown run fails before any prompt
     if not yes and not as_json and sys.stdin.isatty():
         click.confirm(f"Cancel run {run_id}?", default=True, abort=True)
-    before = lifecycle.status_of(ctx, run_id)
-    if before.final:
-        message = (f"Run {run_id} had already ended ({before.state}): nothing to cancel. "
-                   f"{before.keys.done}/{before.keys.total} keys done.")
-        _emit(before.to_json() | {"message": message}) if as_json else click.echo(message)
+    report, stopped = lifecycle.cancel(ctx, run_id)
+    if not stopped:
+        message = (f"Run {run_id} had already ended ({report.state}): nothing to cancel. "
+                   f"{report.keys.done}/{report.keys.total} keys done.")
+        _emit(report.to_json() | {"message": message}) if as_json else click.echo(message)
         return
-    report = lifecycle.cancel(ctx, run_id)
     if as_json:
         _emit(report.to_json())
     else:

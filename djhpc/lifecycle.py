@@ -551,13 +551,17 @@ def log_path(ctx: Context, run_id: int, chunk: int | None, stderr: bool) -> Path
 # --- stopping and trying again ------------------------------------------------------
 
 
-def cancel(ctx: Context, run_id: int) -> RunReport:
-    """Stop every task of the run and mark it cancelled; no key stays reserved."""
+def cancel(ctx: Context, run_id: int) -> tuple[RunReport, bool]:
+    """Stop every task of the run and mark it cancelled; no key stays reserved.
+
+    Returns the run's report and whether anything was stopped: a run that had
+    already ended keeps its state.
+    """
     ledger = ctx.ledger
     run = ledger.run(run_id)
     before = status_of(ctx, run_id)
     if before.final:
-        return before  # nothing runs: a finished run keeps its state
+        return before, False
     if run.executor == "local" and run.host != socket.gethostname():
         raise UsageError(f"Run {run_id}'s processes run on {run.host}",
                          f"Cancel it there: djhpc cancel {run_id}")
@@ -569,7 +573,7 @@ def cancel(ctx: Context, run_id: int) -> RunReport:
     executors.of(run.executor).cancel(run, active)
     for c in active:  # at once: a stopping task may take a moment to drop them itself
         ledger.release_reservations(run, c)
-    return status_of(ctx, run_id)
+    return status_of(ctx, run_id), True
 
 
 def retry(ctx: Context, run_id: int) -> Submission:

@@ -126,6 +126,9 @@ def test_rejected_restriction_is_exit_2_and_records_nothing(project: Project) ->
 
 def test_two_submits_at_once_split_the_keys(project: Project) -> None:
     project.make_data("--sessions", "1", "--units", "6")  # 24 keys
+    # As in the test below: DataJoint 2.x can race on the fresh schemas' lineage when
+    # two processes import them first at once; a dry run (it writes nothing) settles it.
+    project.djhpc_json("submit", "MyTable", "-e", "local", "--dry-run")
     env = project.env(EXAMPLE_MAKE_SECONDS="0.2")
     command = [str(BIN / "djhpc"), "submit", "MyTable", "-e", "local", "--wait", "--json"]
     both = [subprocess.Popen(command, cwd=project.workdir, env=env, stdout=subprocess.PIPE,
