@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from djhpc import allocation, sites
+from djhpc import allocation
 from djhpc.allocation import Estimate, Quota
 from djhpc.executors import slurm_tools as slurm
 from djhpc.resources import Resources
@@ -33,7 +33,7 @@ def partition_weights(partition: str | None) -> Weights | None:
     None if the partition does not exist here or Slurm cannot be asked.
     """
     try:
-        info = sites.show_partition(partition)
+        info = slurm.partition(partition)
         config = slurm.show_config()
     except slurm.SlurmError as error:
         log.info("billing weights unknown: %s", error)
@@ -45,11 +45,11 @@ def partition_weights(partition: str | None) -> Weights | None:
     # billing; Sigma2 bills the largest TRES, so that is the reading when unsaid.
     max_tres = True if flags is None else allocation.priority_flags_max_tres(flags)
     try:
-        weights = allocation.parse_billing_weights(info.get("TRESBillingWeights"))
+        weights = allocation.parse_billing_weights(info.billing_weights)
     except ValueError as error:
         log.warning("cannot read partition %s's TRESBillingWeights: %s", partition, error)
         return None
-    return Weights(info.get("PartitionName", partition), weights, max_tres)
+    return Weights(info.name, weights, max_tres)
 
 
 def estimate(res: Resources, tasks: int, task_seconds: float | None = None) -> Estimate | None:

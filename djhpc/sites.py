@@ -71,38 +71,6 @@ def _normal_arch(name: str) -> str:
 # --- the profile against the live cluster ---------------------------------------------
 
 
-def parse_partition(text: str) -> dict[str, str]:
-    """`scontrol show partition NAME` as Key → value (one partition)."""
-    values: dict[str, str] = {}
-    for token in text.split():
-        key, eq, value = token.partition("=")
-        if eq and key and key not in values:
-            values[key] = value
-    return values
-
-
-def show_partition(name: str | None) -> dict[str, str] | None:
-    """One partition's settings (the default partition when `name` is None); None if missing.
-
-    A small helper until slurm.py parses partitions itself.
-    """
-    proc = slurm.call(["scontrol", "show", "partition", *([name] if name else [])], check=False)
-    if proc.returncode != 0:
-        if "not found" in proc.stderr.lower() or "not found" in proc.stdout.lower():
-            return None
-        raise slurm.SlurmError(f"scontrol show partition failed: {proc.stderr.strip()}",
-                               command=[str(a) for a in proc.args], returncode=proc.returncode,
-                               stdout=proc.stdout, stderr=proc.stderr)
-    blocks = [b for b in proc.stdout.split("\n\n") if b.strip()]
-    if name:
-        return parse_partition(blocks[0]) if blocks else None
-    for block in blocks:
-        parsed = parse_partition(block)
-        if parsed.get("Default") == "YES":
-            return parsed
-    return None
-
-
 @dataclass(frozen=True)
 class Association:
     """What `sacctmgr show assoc` says about the user: accounts and job limits."""
@@ -151,7 +119,7 @@ class ClusterFacts:
     """What the live cluster says about the partition, arrays and the user."""
 
     partition: str | None
-    partition_info: dict[str, str] | None
+    partition_info: slurm.Partition | None
     max_array_size: int | None
     association: Association | None
     notes: list[str] = field(default_factory=list)
@@ -165,11 +133,10 @@ def differences(facts: ClusterFacts, max_time_s: float | None, account: str | No
         where = f"partition {facts.partition!r}" if facts.partition else "a default partition"
         out.append(f"{where} does not exist on this cluster (see `sinfo -s`)")
     else:
-        limit = facts.partition_info.get("MaxTime", "")
-        cluster_s = None if limit.upper() in ("UNLIMITED", "INFINITE", "") else _duration(limit)
+        cluster_s = facts.partition_info.max_time_s
         if max_time_s is not None and cluster_s is not None and max_time_s > cluster_s:
             out.append(f"the profile allows {_clock(max_time_s)} per task, partition "
-                       f"{facts.partition_info.get('PartitionName')} at most {limit}")
+                       f"{facts.partition_info.name} at most {_clock(cluster_s)}")
     if max_array_size and facts.max_array_size and max_array_size > facts.max_array_size:
         out.append(f"max_array_size {max_array_size} is above the cluster's MaxArraySize "
                    f"{facts.max_array_size}")
@@ -183,13 +150,6 @@ def differences(facts: ClusterFacts, max_time_s: float | None, account: str | No
     return out
 
 
-def _duration(text: str) -> float | None:
-    try:
-        return slurm.parse_duration(text)
-    except ValueError:
-        return None
-
-
 def _clock(seconds: float) -> str:
     from djhpc.resources import format_duration
 
@@ -199,7 +159,7 @@ def _clock(seconds: float) -> str:
 def cluster_facts(partition: str | None) -> ClusterFacts:
     """Ask the cluster: the partition, MaxArraySize, the user's associations."""
     config = slurm.show_config()
-    return ClusterFacts(partition, show_partition(partition), slurm.max_array_size(config),
+    return ClusterFacts(partition, slurm.partition(partition), slurm.max_array_size(config),
                         user_associations())
 
 
@@ -211,7 +171,9 @@ def submit_limit_note(assoc: Association | None) -> str | None:
 
 
 def describe(facts: ClusterFacts) -> dict[str, Any]:
-    info = facts.partition_info or {}
-    return {"partition": info.get("PartitionName", facts.partition),
-            "max_time": info.get("MaxTime"), "max_array_size": facts.max_array_size,
+    info = facts.partition_info
+    max_time = None if info is None else (
+        "UNLIMITED" if info.max_time_s is None else _clock(info.max_time_s))
+    return {"partition": info.name if info else facts.partition,
+            "max_time": max_time, "max_array_size": facts.max_array_size,
             "max_submit_jobs": facts.association.max_submit_jobs if facts.association else None}

@@ -730,6 +730,19 @@ def with_nodes(partitions: Mapping[str, Partition],
     return result
 
 
+def partition(name: str | None) -> Partition | None:
+    """One partition's limits (the default one for None); None if the cluster has no such."""
+    proc = call(["scontrol", "show", "partition", "-o", *([name] if name else [])], check=False)
+    if proc.returncode != 0:
+        if "not found" in (proc.stderr + proc.stdout).lower():
+            return None
+        raise _failed(proc)
+    found = parse_partitions(proc.stdout)
+    if name:
+        return found.get(name)
+    return next((p for p in found.values() if p.default), None)
+
+
 def partitions() -> dict[str, Partition]:
     """The cluster's partitions with their limits and largest nodes (two scontrol calls)."""
     parts = parse_partitions(call(["scontrol", "show", "partition", "-o"]).stdout)

@@ -9,6 +9,7 @@ import pytest
 from djhpc import config, resources, sites
 from djhpc.config import Settings
 from djhpc.errors import UsageError
+from djhpc.executors import slurm_tools as slurm
 from djhpc.executors.slurm import submitit_parameters
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -71,9 +72,9 @@ def test_optimist_and_preproc_profiles() -> None:
 
 
 def test_partition_parsed_from_real_scontrol_output() -> None:
-    info = sites.parse_partition((DATA / "scontrol_partition_22.05.8.txt").read_text())
-    assert info["PartitionName"] == "debug" and info["MaxTime"] == "UNLIMITED"
-    assert info["TRESBillingWeights"] == "CPU=1.0,Mem=0.2577031G"
+    (info,) = slurm.parse_partitions((DATA / "scontrol_partition_22.05.8.txt").read_text()).values()
+    assert info.name == "debug" and info.max_time_s is None  # MaxTime=UNLIMITED
+    assert info.billing_weights == "CPU=1.0,Mem=0.2577031G"
 
 
 def test_associations_of_the_user() -> None:
@@ -93,7 +94,7 @@ def test_differences_name_what_does_not_match() -> None:
     assert any("MaxArraySize 1001" in d for d in found)
     assert any("account 'nn0000k' is not one of yours here (root)" in d for d in found)
     assert any("above your MaxJobs 8" in d for d in found)
-    info = sites.parse_partition("PartitionName=normal MaxTime=1-00:00:00")
+    info = slurm.parse_partitions("PartitionName=normal MaxTime=1-00:00:00")["normal"]
     ok = sites.ClusterFacts("normal", info, 1001, sites.Association(("nn0000k",)))
     assert sites.differences(ok, 86400, "nn0000k", None, None) == []
     (too_long,) = sites.differences(ok, 7 * 86400, "nn0000k", None, None)
