@@ -156,6 +156,9 @@ def main(verbose: int) -> None:
 @click.option("--gpus", type=int, help="GPUs per task.")
 @click.option("--make-kwargs", metavar="JSON",
               help="Keyword arguments for make(), as populate(make_kwargs=) passes them.")
+@click.option("--history/--no-history", default=None,
+              help="Size memory, time and chunks from the table's earlier runs [default: on].")
+@click.option("--max-mem", help="The most memory an automatic escalation may ask for.")
 @click.option("--dry-run", is_flag=True, help="Plan only: write nothing, submit nothing.")
 @click.option("--wait", is_flag=True, help="Block until the run ends; exit 1 if a key failed.")
 @click.option("-y", "--yes", is_flag=True, help="No confirmation prompt.")
@@ -288,6 +291,19 @@ def _status_once(ctx: Context, what: str | None, show_all: bool, as_json: bool,
     if as_json:
         return json.dumps(view.to_json(), indent=2, default=str), view.final
     return render.status_view(view), view.final
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("target")
+@json_option
+@handled
+def history(target: str, as_json: bool) -> None:
+    """What TARGET's earlier runs measured: time per key, memory and CPU per task.
+
+    The next submit sizes its tasks from this (see --no-history).
+    """
+    past = lifecycle.history(_context(create=False, require=False), target)
+    _emit(past.to_json()) if as_json else click.echo(render.history(past))
 
 
 @main.command(context_settings=CONTEXT)

@@ -96,6 +96,20 @@ class Settings:
                                              "populate(make_kwargs=) does")
     )
 
+    history: bool = field(
+        default=True, metadata=_help("size memory, time and chunks from the table's earlier runs")
+    )
+    target_task_time: str = field(
+        default="1:00:00", metadata=_help("how long a task sized from history should run")
+    )
+    max_mem: str | None = field(
+        default=None, metadata=_help("the most memory an automatic escalation may ask for")
+    )
+    max_escalations: int = field(
+        default=2, metadata=_help("times a run may double the memory or time of tasks Slurm "
+                                  "stopped for it; 0 turns it off")
+    )
+
     # Settings given by the environment or the command line: these beat the
     # per-table overrides of a config file, as the precedence promises.
     pinned: tuple[str, ...] = field(default=(), metadata={"internal": True})
@@ -113,7 +127,7 @@ RESOURCE_KEYS = ("partition", "account", "qos", "time", "mem", "cpus", "gpus", "
 def _kind(name: str) -> str:
     """The shape of a field's value, read from its annotation."""
     annotation = str(FIELDS[name].type)
-    for kind in ("list", "dict", "int", "float"):
+    for kind in ("list", "dict", "int", "float", "bool"):
         if annotation.startswith(kind):
             return kind
     return "str"
@@ -136,6 +150,11 @@ def coerce(name: str, value: Any, where: str) -> Any:
     kind = _kind(name)
     bad = UsageError(f"Setting {name!r} in {where} must be {_describe(kind)}, not {value!r}",
                      f"Fix it in {where}")
+    if kind == "bool":
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in _BOOLS:
+            return value if isinstance(value, bool) else _BOOLS[text]
+        raise bad
     if kind == "int":
         if isinstance(value, bool):
             raise bad
@@ -174,9 +193,13 @@ def coerce(name: str, value: Any, where: str) -> Any:
     return str(value)
 
 
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+
+
 def _describe(kind: str) -> str:
     return {"int": "a whole number", "list": "a list", "dict": "a mapping",
-            "float": "a number"}.get(kind, "a string")
+            "float": "a number", "bool": "true or false"}.get(kind, "a string")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

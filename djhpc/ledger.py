@@ -8,6 +8,8 @@ Tables:
   the history survives `retry`;
 - `key_time`: when each key's make() started and how long it took, and whether
   it raised (written by the tasks with their progress, read by `djhpc report`);
+- `task_usage`: each task's peak memory, CPU time and elapsed time, as Slurm
+  accounted it or the task measured itself (the sizing history);
 - `keys_<hash>`: one per target table, the run's keys with the target's own
   column types (copied by the server, so every value round-trips exactly),
   numbered per run in primary-key order, each flagged *held* while its chunk
@@ -33,6 +35,7 @@ from typing import Any
 from djhpc import dj
 from djhpc.errors import UsageError
 from djhpc.plan import Chunk
+from djhpc.sizing import History, TaskUsage
 from djhpc.states import ACTIVE_CHUNK_STATES, ChunkState, RunPhase
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,8 @@ class Ledger:
         self.d = dj.dialect(conn)
         self._key_time_ready: bool | None = None
         self._flagged: set[str] = set()  # keys tables known to have the held flag
+        self._usage_kept: set[tuple[int, int, str, str]] = set()  # task_usage rows written
+        self._usage_ready: bool | None = None
 
     # --- plumbing ------------------------------------------------------------
 
@@ -147,12 +152,14 @@ class Ledger:
         Under a lock and checked again inside it: several first submits at once
         must not race each other's DDL.
         """
-        if self.exists() and self.has_table("key_time"):
+        if self.exists() and self.has_table("task_usage"):
             return
         with self._lock(f"djhpc-ledger:{self.schema}", f"creating the ledger {self.schema}"):
             if not self.exists():
                 self._create()
-            self.ensure_key_time()  # also in a ledger made before per-key timings
+            # Also in a ledger made before per-key timings and the sizing history.
+            self.ensure_key_time()
+            self.ensure_task_usage()
 
     def _create(self) -> None:
         d = self.d
@@ -419,24 +426,31 @@ class Ledger:
         self.sql(f"INSERT INTO {self.t('chunk')} (run_id, chunk, attempt, lo, hi, state) "
                  f"VALUES {marks}", flat)
 
-    def repend(self, run: RunRecord, attempt: int, plan: Any) -> list[ChunkRecord]:
+    def repend(self, run: RunRecord, attempt: int, plan: Any,
+               ranges: Sequence[tuple[int, int]] | None = None) -> list[ChunkRecord]:
         """A new attempt for the run's keys that are not in the target table yet.
 
-        The keys of the latest attempt not yet made are copied under new
-        numbers and split into new chunks; earlier attempts and their errors
-        stay as they were, for the history.
+        The keys not yet made (of the whole run, or only those numbered within
+        `ranges`) are copied under new numbers and split into new chunks;
+        earlier attempts and their errors stay as they were, for the history.
         """
         d = self.d
         cols = ", ".join(d.q(a) for a in run.key_attrs)
         kcols = ", ".join(f"k.{d.q(a)}" for a in run.key_attrs)
         on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
+        # The first attempt's numbers 0..n-1 hold every key of the run.
+        within = (f"k.{KEY_SEQ} < {int(run.n_keys)}" if ranges is None else
+                  "(" + " OR ".join(f"(k.{KEY_SEQ} >= {int(lo)} AND k.{KEY_SEQ} < {int(hi)})"
+                                    for lo, hi in ranges) + ")")
+        if ranges is not None and not ranges:
+            return []
         with self._planning_lock(run.table_name):
             held_sql = self.held(run.keys_table, run.key_attrs, "k")
             held = f" AND NOT {held_sql}" if held_sql else ""
-            return self._repend(run, attempt, plan, cols, kcols, on, held)
+            return self._repend(run, attempt, plan, cols, kcols, on, f"{within}{held}")
 
     def _repend(self, run: RunRecord, attempt: int, plan: Any, cols: str, kcols: str, on: str,
-                held: str) -> list[ChunkRecord]:
+                where: str) -> list[ChunkRecord]:
         conn = self.conn
         conn.start_transaction()
         try:
@@ -446,10 +460,9 @@ class Ledger:
             n = self.sql(
                 f"INSERT INTO {self.t(run.keys_table)} ({KEY_RUN}, {KEY_SEQ}, {cols}) "
                 f"SELECT %s, %s + ROW_NUMBER() OVER (ORDER BY {kcols}) - 1, {kcols} "
-                f"FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s AND k.{KEY_SEQ} < %s "
-                f"AND NOT EXISTS (SELECT 1 FROM {run.table_name} AS t WHERE {on}){held}",
-                # The first attempt's numbers 0..n-1 hold every key of the run.
-                (run.run_id, int(base), run.run_id, run.n_keys)).rowcount
+                f"FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s AND {where} "
+                f"AND NOT EXISTS (SELECT 1 FROM {run.table_name} AS t WHERE {on})",
+                (run.run_id, int(base), run.run_id)).rowcount
             if n <= 0:
                 conn.cancel_transaction()
                 return []
@@ -675,6 +688,16 @@ class Ledger:
         self.sql(f"INSERT INTO {self.t('error')} (run_id, attempt, chunk, key_text, message, "
                  f"stack, job_id, host, created) VALUES {marks}", [v for r in rows for v in r])
 
+    def fail_key(self, run: RunRecord, chunk: ChunkRecord, seq: int, message: str) -> None:
+        """A key its task died on (out of memory or time at the cap): the key's error, and
+        the chunk failed rather than lost."""
+        key = self.keys_at(run, [seq]).get(seq, {})
+        self.add_errors(run.run_id, chunk.attempt, chunk.chunk, [(key, message, "")],
+                        chunk.job_id, chunk.host or "")
+        self.sql(f"UPDATE {self.t('chunk')} SET n_error=n_error+1, state=%s "
+                 "WHERE run_id=%s AND chunk=%s AND state=%s",
+                 (ChunkState.FAILED, run.run_id, chunk.chunk, ChunkState.LOST))
+
     def errors(self, run_ids: Sequence[int]) -> list[ErrorRow]:
         """Every recorded error of these runs, oldest first."""
         if not run_ids:
@@ -731,6 +754,87 @@ class Ledger:
         return [KeyTime(seq=int(seq), started=started, seconds=float(seconds), ok=bool(ok),
                         run_id=int(run_id), attempt=int(attempt), chunk=int(chunk))
                 for run_id, attempt, chunk, seq, started, seconds, ok in rows]
+
+    # --- the sizing history -----------------------------------------------------
+
+    def ensure_task_usage(self) -> None:
+        if self.has_table("task_usage"):
+            return
+        d = self.d
+        self.sql(f"""CREATE TABLE IF NOT EXISTS {self.t('task_usage')} (
+            run_id BIGINT NOT NULL, chunk INT NOT NULL, attempt INT NOT NULL,
+            job_id VARCHAR(64) NOT NULL, source VARCHAR(8) NOT NULL, state VARCHAR(16) NOT NULL,
+            elapsed_s DOUBLE PRECISION NULL, cpu_s DOUBLE PRECISION NULL,
+            max_rss_mb DOUBLE PRECISION NULL, req_mem_mb DOUBLE PRECISION NULL,
+            recorded {d.timestamp} NOT NULL,
+            PRIMARY KEY (run_id, chunk, job_id, source)){d.table_options}""")
+
+    def add_usage(self, usages: Sequence[TaskUsage]) -> None:
+        """Keep tasks' resource use; a task already kept (by the same source) stays as it is.
+
+        Written by whoever sees a task end: the task itself, and anyone who
+        reads Slurm's accounting of it (status, --wait, the follow-up job).
+        """
+        fresh = [u for u in usages if (u.run_id, u.chunk, u.job_id or "", u.source)
+                 not in self._usage_kept]
+        if self._usage_ready is None:
+            self._usage_ready = self.has_table("task_usage")  # not in a ledger made before it
+        if not fresh or not self._usage_ready:
+            return
+        rows = [(u.run_id, u.chunk, u.attempt, u.job_id or "", u.source, str(u.state),
+                 u.elapsed_s, u.cpu_s, u.max_rss_mb, u.req_mem_mb, now()) for u in fresh]
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        insert = (f"INTO {self.t('task_usage')} (run_id, chunk, attempt, job_id, source, state, "
+                  f"elapsed_s, cpu_s, max_rss_mb, req_mem_mb, recorded) VALUES {marks}")
+        self.sql(f"INSERT {insert} ON CONFLICT DO NOTHING" if self.d.postgres
+                 else f"INSERT IGNORE {insert}", [v for row in rows for v in row])
+        self._usage_kept.update((u.run_id, u.chunk, u.job_id or "", u.source) for u in fresh)
+
+    def history(self, table_name: str, *, runs: int = 10, keys: int = 10000) -> History:
+        """What the table's latest runs measured: their newest `keys` make() times, and
+        their tasks' use (Slurm's record of a task where there is one, else the task's)."""
+        recent = [r.run_id for r in self.runs(table_name=table_name, limit=runs)]
+        if not recent or not self.has_table("key_time"):
+            return History(table=table_name)
+        marks = ", ".join(["%s"] * len(recent))
+        seconds = [float(s) for (s,) in self.sql(
+            f"SELECT seconds FROM {self.t('key_time')} WHERE run_id IN ({marks}) AND ok=1 "
+            f"ORDER BY key_time_id DESC LIMIT {int(keys)}", recent).fetchall()]
+        failed = self.sql(f"SELECT COUNT(*) FROM {self.t('key_time')} WHERE run_id IN ({marks}) "
+                          "AND ok=0", recent).fetchone()[0]
+        usage: dict[tuple[int, int, str], TaskUsage] = {}
+        if self.has_table("task_usage"):
+            rows = self.sql(
+                f"SELECT run_id, chunk, attempt, job_id, source, state, elapsed_s, cpu_s, "
+                f"max_rss_mb, req_mem_mb FROM {self.t('task_usage')} WHERE run_id IN ({marks}) "
+                "ORDER BY source", recent).fetchall()  # "slurm" after "task": it wins
+            for r in rows:
+                usage[(int(r[0]), int(r[1]), r[3])] = TaskUsage(
+                    run_id=int(r[0]), chunk=int(r[1]), attempt=int(r[2]), job_id=r[3] or None,
+                    source=r[4], state=r[5], elapsed_s=r[6], cpu_s=r[7], max_rss_mb=r[8],
+                    req_mem_mb=r[9])
+        measured = sorted({u.run_id for u in usage.values()}
+                          | {r for (r,) in self.sql(
+                              f"SELECT DISTINCT run_id FROM {self.t('key_time')} "
+                              f"WHERE run_id IN ({marks})", recent).fetchall()})
+        return History(table=table_name, runs=tuple(int(r) for r in measured),
+                       key_seconds=tuple(seconds), failed_keys=int(failed),
+                       tasks=tuple(usage.values()))
+
+    def first_unmade(self, run: RunRecord, chunk: ChunkRecord) -> int | None:
+        """The number of the chunk's first key neither in the table nor timed: the key its
+        task was making when it was killed (a task makes its keys in order)."""
+        d = self.d
+        on = " AND ".join(f"t.{d.q(a)} = k.{d.q(a)}" for a in run.key_attrs)
+        timed = (f" AND NOT EXISTS (SELECT 1 FROM {self.t('key_time')} AS kt WHERE "
+                 f"kt.run_id = k.{KEY_RUN} AND kt.seq = k.{KEY_SEQ})"
+                 if self.has_table("key_time") else "")
+        row = self.sql(
+            f"SELECT MIN(k.{KEY_SEQ}) FROM {self.t(run.keys_table)} AS k WHERE k.{KEY_RUN}=%s "
+            f"AND k.{KEY_SEQ} >= %s AND k.{KEY_SEQ} < %s AND NOT EXISTS (SELECT 1 FROM "
+            f"{run.table_name} AS t WHERE {on}){timed}",
+            (run.run_id, chunk.lo, chunk.hi)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def keys_at(self, run: RunRecord, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The key values of these key numbers of the run."""
@@ -836,6 +940,14 @@ class Lease:
                            state=state, requeue=requeue)
         if state and not state.active:
             self.ledger.release_keys(self.run, [(self.chunk.lo, self.chunk.hi)])
+
+    def add_usage(self, state: ChunkState, *, elapsed_s: float, cpu_s: float,
+                  max_rss_mb: float) -> None:
+        """The task's own measure of what it used, kept for the sizing history."""
+        self.ledger.add_usage([TaskUsage(
+            run_id=self.run.run_id, chunk=self.chunk.chunk, attempt=self.chunk.attempt,
+            job_id=self.job_id or f"pid-{self.host}", state=str(state), elapsed_s=elapsed_s,
+            cpu_s=cpu_s, max_rss_mb=max_rss_mb, source="task")])
 
     def release(self, state: ChunkState, only_from: Sequence[ChunkState]) -> None:
         """Set the chunk's state without a progress report (e.g. a requeue Slurm refused)."""

@@ -19,13 +19,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from djhpc import backoff, dj, executors, plan, quota, resources, sites, status
+from djhpc import backoff, dj, escalation, executors, plan, quota, resources, sites, status
+from djhpc import sizing as sizing_
 from djhpc import target as targets
 from djhpc.config import Settings, Sources, load_architectures, load_rules
 from djhpc.errors import UsageError
-from djhpc.executors import Launch
+from djhpc.executors import Launch, slurm_tools
 from djhpc.ledger import ChunkRecord, Ledger, RunRecord, default_schema, now
 from djhpc.resources import Resources
+from djhpc.sizing import Sizing
 
 if TYPE_CHECKING:
     from djhpc.report import ReportData
@@ -72,6 +74,7 @@ class Placement:
     resources: Resources
     max_parallel: int | None
     max_array_size: int | None
+    chunk_size: int | None = None  # keys per chunk sized from history; None: the plan's default
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +94,7 @@ class Submission:
     status: RunReport | None = None
     warnings: list[str] = field(default_factory=list)
     allocation: quota.Allocation | None = None  # the dry run's billing estimate and quota
+    sizing: Sizing | None = None  # where the resources and chunk size came from
 
     @property
     def executor(self) -> str:
@@ -123,6 +127,8 @@ class Submission:
         if self.allocation is not None:
             data["billing"] = self.allocation.billing_json()
             data["quota"] = self.allocation.quota_json()
+        if self.sizing is not None:
+            data["sizing"] = self.sizing.to_json()
         return data
 
 
@@ -140,6 +146,7 @@ class Prepared:
     key_attrs: list[str]
     placement: Placement
     warnings: list[str]
+    sizing: Sizing
 
 
 # --- submit ------------------------------------------------------------------------
@@ -169,11 +176,62 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
     all_pending_sql = dj.pending_sql(table, restrictions, leave_out_reserved=False)
     placement = Placement(executor=executor, resources=res, max_parallel=settings.max_parallel,
                           max_array_size=_max_array_size(settings, executor))
+    key_attrs = dj.key_attributes(table)
+    placement, sizing = _sized(ctx, placement, table, rules.max_time_s,
+                               lambda: ctx.ledger.count_pending(
+                                   pending_sql, table.full_table_name, key_attrs)[0])
     _check_partition(placement)
     return Prepared(target=target, table=table, restrictions=list(restrictions),
                     pending_sql=pending_sql, all_pending_sql=all_pending_sql,
-                    key_attrs=dj.key_attributes(table),
-                    placement=placement, warnings=warnings)
+                    key_attrs=key_attrs, placement=placement, warnings=warnings, sizing=sizing)
+
+
+def _sized(ctx: Context, placement: Placement, table: Any, rule_max_time_s: float | None,
+           count: Callable[[], int]) -> tuple[Placement, Sizing]:
+    """The placement with memory, time and chunk size learned from the table's earlier runs.
+
+    Only Slurm tasks are sized (local ones have no limits to fit). Measurements
+    beat guesses: a profile's or a config file's memory, time and chunk size
+    give way to the table's history, while what this command was told (a flag,
+    a DJHPC_ variable) is kept; `--no-history` keeps everything as it is.
+    """
+    s = ctx.settings
+    res = placement.resources
+    target_s = _setting_amount(s.target_task_time, "target_task_time", slurm_tools.parse_walltime)
+    max_mem = _setting_amount(s.max_mem, "max_mem", slurm_tools.parse_memory_mb)
+    if not s.history:
+        return placement, Sizing(source="profile", note="--no-history: sized from the settings")
+    history = ctx.ledger.history(table.full_table_name) if ctx.ledger.exists() else None
+    if placement.executor != "slurm":
+        return placement, Sizing(
+            source="profile", runs=history.runs if history else (),
+            key_seconds=history.seconds if history else None,
+            max_rss_mb=history.max_rss_mb if history else None,
+            note="local runs have no time or memory limit to size")
+    part = _partition(placement)
+    caps = [t for t in (rule_max_time_s, part.max_time_s if part else None) if t]
+    tasks = s.tasks if "tasks" in s.pinned else None
+    chunk_size = s.chunk_size if "chunk_size" in s.pinned else None
+    needs_count = bool(tasks) and history is not None and history.enough
+    res, learned_chunk, sizing = sizing_.size(
+        history, res, given=s.pinned, n_keys=count() if needs_count else 0,
+        target_task_s=target_s or 3600.0, max_time_s=min(caps, default=None),
+        max_mem_mb=max_mem, chunk_size=chunk_size, tasks=tasks)
+    return replace(placement, resources=res, chunk_size=learned_chunk), sizing
+
+
+def _partition(placement: Placement) -> Any:
+    from djhpc.executors import slurm
+
+    return slurm.partition_of(placement.resources)
+
+
+def _setting_amount(value: str | None, name: str, parse: Callable[[str], float]) -> float | None:
+    """A duration or size setting, checked; None when unset."""
+    if value is None:
+        return None
+    return resources.positive_amount(parse, value, name, f"Set {name}: like "
+                                     + ("64G" if name == "max_mem" else "1:00:00"))
 
 
 def _check_partition(placement: Placement) -> None:
@@ -239,8 +297,11 @@ def _chunking(settings: Settings, placement: Placement) -> Callable[[int], list[
     local = placement.executor in ("local", "debug")
     parallel_default = (placement.max_parallel or executors.default_parallel()) if local else None
 
+    learned = placement.chunk_size  # from history: beats a chunk size from a file
+
     def chunks(n_keys: int) -> list[plan.Chunk]:
-        size = plan.chunk_size(n_keys, size=settings.chunk_size, tasks=settings.tasks,
+        size = plan.chunk_size(n_keys, size=learned or settings.chunk_size,
+                               tasks=None if learned else settings.tasks,
                                parallel_default=parallel_default)
         return plan.split(n_keys, size)
 
@@ -248,12 +309,19 @@ def _chunking(settings: Settings, placement: Placement) -> Callable[[int], list[
 
 
 def _launch(ctx: Context, placement: Placement, run_id: int | None, run_dir: Path | str,
-            workdir: str, chunks: Sequence[ChunkRecord]) -> Launch:
+            workdir: str, chunks: Sequence[ChunkRecord],
+            recorded: dict[str, Any] | None = None) -> Launch:
+    """What the executor needs; `recorded`: the run's own settings, which win (a follow-up
+    job on a compute node does not see the submitter's flags)."""
     s = ctx.settings
+    kept = recorded or {}
     return Launch(run_id=run_id, run_dir=str(run_dir), workdir=workdir, chunks=chunks,
                   ledger_schema=ctx.ledger.schema, resources=placement.resources,
                   max_parallel=placement.max_parallel, max_array_size=placement.max_array_size,
-                  python=s.python, signal_delay=s.signal_delay, max_requeues=s.requeue)
+                  python=kept.get("python", s.python),
+                  signal_delay=int(kept.get("signal_delay", s.signal_delay)),
+                  max_requeues=int(kept.get("requeue", s.requeue)),
+                  follow_up=int(kept.get("max_escalations", s.max_escalations)) > 0)
 
 
 def dry_run(ctx: Context, prepared: Prepared) -> Submission:
@@ -274,7 +342,7 @@ def dry_run(ctx: Context, prepared: Prepared) -> Submission:
                       chunks=chunks, placement=placement, preview=preview,
                       warnings=[*prepared.warnings, *cost.warnings,
                                 *_submit_limit_warnings(placement.executor, len(chunks))],
-                      allocation=cost)
+                      allocation=cost, sizing=prepared.sizing)
 
 
 def _submit_limit_warnings(executor: str, n_tasks: int) -> list[str]:
@@ -298,7 +366,9 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "max_parallel": placement.max_parallel, "profile": s.profile, "requeue": s.requeue,
         "signal_delay": s.signal_delay, "python": s.python,
         "max_array_size": placement.max_array_size, "submitter_pid": os.getpid(),
-        "make_kwargs": s.make_kwargs,
+        "make_kwargs": s.make_kwargs, "sizing": prepared.sizing.to_json(),
+        "max_escalations": s.max_escalations, "max_mem": s.max_mem,
+        "max_time_s": load_rules(s.profile, ctx.project_dir).max_time_s,
     }
     _check_before_recording(ctx, prepared, run_settings)
     run, held = ledger.record_run(
@@ -310,7 +380,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         plan=_chunking(s, placement))
     base = Submission(run_id=None, target=prepared.target.ref,
                       table=prepared.table.full_table_name, keys=0, held=held,
-                      placement=placement, warnings=prepared.warnings)
+                      placement=placement, warnings=prepared.warnings, sizing=prepared.sizing)
     if run is None:
         return base
     chunks = ledger.chunks(run.run_id)
@@ -399,8 +469,16 @@ def _start(ctx: Context, placement: Placement, run: RunRecord,
         if last:
             ctx.ledger.set_run(run.run_id, state=RunPhase.ACTIVE)
 
-    launch = _launch(ctx, placement, run.run_id, run.run_dir, run.workdir, chunks)
-    return executor.job_ids(executor.submit(launch, accepted))
+    launch = _launch(ctx, placement, run.run_id, run.run_dir, run.workdir, chunks,
+                     run.settings)
+    jobs = executor.submit(launch, accepted)
+    follow_up = executor.follow_up(launch, jobs)
+    if follow_up:
+        attempt = max(c.attempt for c in chunks)
+        ctx.ledger.set_run(run.run_id, settings={
+            **ctx.ledger.run(run.run_id).settings,
+            "follow_up": {"attempt": attempt, "job_id": follow_up}})
+    return executor.job_ids(jobs)
 
 
 # --- following a run -------------------------------------------------------------
@@ -447,6 +525,8 @@ def wait(ctx: Context, run_id: int, poll: float = 2.0, slurm_every: float = 30.0
         current = status_of(ctx, run_id, ask_slurm=ask)
         if current.final and not ask:
             current = status_of(ctx, run_id)  # Slurm's word on cost for the final report
+        if current.final and ctx.ledger.run(run_id).attempts != current.attempts:
+            current = status_of(ctx, run_id)  # a follow-up job started another attempt
         if on_update:
             on_update(current)
         if current.final:
@@ -488,6 +568,13 @@ def table_view(ctx: Context, target_text: str, poll: SlurmPoll | None = None) ->
     table = cls().full_table_name
     return TableView(target=target_text, table=table, remaining=remaining, total=total,
                      runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table), poll=poll))
+
+
+def history(ctx: Context, target_text: str) -> sizing_.History:
+    """What the target table's latest runs measured, as the next submit would size from it."""
+    _, cls = targets.resolve(target_text, ctx.settings.modules)
+    table = cls().full_table_name
+    return ctx.ledger.history(table) if ctx.ledger.exists() else sizing_.History(table=table)
 
 
 def runs_of(ctx: Context, what: str) -> list[RunRecord]:
@@ -609,6 +696,53 @@ def retry(ctx: Context, run_id: int) -> Submission:
         ledger.undo_repend(run, attempt)
         raise
     return replace(base, keys=sum(c.keys for c in chunks), chunks=_plan_chunks(chunks), jobs=jobs)
+
+
+def escalate(ctx: Context, run: RunRecord, stopped: Sequence[escalation.Stopped]) -> dict[str, Any]:
+    """A new attempt, with more memory or time, for the keys of tasks Slurm stopped;
+    keys that needed more than the caps allow become their errors. Run by the
+    follow-up job (see `escalation`)."""
+    ledger = ctx.ledger
+    kept = run.settings
+    res = Resources.from_json(kept["resources"])
+    part = _partition(Placement(executor="slurm", resources=res, max_parallel=None,
+                                max_array_size=None))
+    max_mem = _setting_amount(kept.get("max_mem"), "max_mem", slurm_tools.parse_memory_mb)
+    part_mem = [m for m in (part.max_mem_per_node_mb, part.node_mem_mb) if m] if part else []
+    times = [t for t in (kept.get("max_time_s"), part.max_time_s if part else None) if t]
+    done = kept.get("escalations") or []
+    decision = escalation.decide(
+        res, stopped, attempt=run.attempts, escalated=len(done),
+        max_escalations=int(kept.get("max_escalations", 2)),
+        max_mem_mb=max_mem or min(part_mem, default=None), max_time_s=min(times, default=None))
+    chunks = {c.chunk: c for c in ledger.chunks(run.run_id, attempt=run.attempts)}
+    for chunk, seq, why in decision.culprits:
+        ledger.fail_key(run, chunks[chunk], seq, why)
+    if not decision.ranges:
+        return {"escalated": False, "failed_keys": len(decision.culprits)}
+    settings_now = {**kept, "resources": decision.resources.to_json(),
+                    "escalations": [*done, *(e.to_json() for e in decision.escalations)]}
+    placement = Placement(executor="slurm", resources=decision.resources,
+                          max_parallel=kept.get("max_parallel"),
+                          max_array_size=kept.get("max_array_size"))
+    attempt = run.attempts + 1
+    size = _run_chunk_size(ledger, run)
+    plan_settings = ctx.settings.replace(chunk_size=size, tasks=None)
+    new = ledger.repend(run, attempt, _chunking(plan_settings, placement), decision.ranges)
+    if not new:
+        return {"escalated": False, "failed_keys": len(decision.culprits)}
+    ledger.set_run(run.run_id, settings=settings_now)
+    current = replace(run, attempts=attempt, settings=settings_now)
+    try:
+        jobs = _start(ctx, placement, current, new)
+    except BaseException:
+        ledger.undo_repend(run, attempt)
+        ledger.set_run(run.run_id, settings=kept)
+        raise
+    for e in decision.escalations:
+        log.warning("Run %s, %s", run.run_id, e.describe())
+    return {"escalated": True, "attempt": attempt, "jobs": jobs,
+            "escalations": [e.to_json() for e in decision.escalations]}
 
 
 def _run_chunk_size(ledger: Ledger, run: RunRecord) -> int | None:

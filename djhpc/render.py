@@ -26,6 +26,7 @@ from rich.text import Text
 
 from djhpc.lifecycle import Submission
 from djhpc.resources import format_duration
+from djhpc.sizing import MIN_KEYS, Escalation, History
 from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
 
 STATE_COLOURS = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red",
@@ -131,6 +132,8 @@ def submission(sub: Submission, dry_run: bool) -> str:
     if sub.held:
         lines.append(Text(f"  {sub.held} more keys are held by another active run and left out"))
     lines.append(Text(f"  resources per task: {sub.resources.describe()}"))
+    if sub.sizing is not None and (sub.sizing.source == "history" or sub.sizing.note):
+        lines.append(Text(f"  sizing: {sub.sizing.describe()}"))
     lines += [Text(line) for line in allocation_lines(sub)]
     if sub.max_parallel:
         lines.append(Text(f"  at most {sub.max_parallel} tasks at once"))
@@ -251,6 +254,9 @@ def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
     if parts:
         cost += " (efficiency: " + ", ".join(parts) + ")"
     _add(facts, "cost", cost)
+    for raised in r.escalations:
+        facts.add_row(Text("escalated", style="cyan"),
+                      Text(Escalation.from_json(raised).describe(), style="cyan"))
     for hint in r.hints:
         facts.add_row(Text("hint", style="yellow"), Text(hint, style="yellow"))
     out: list[RenderableType] = [head, facts]
@@ -389,3 +395,31 @@ def progress(report: RunReport) -> str:
 
 __all__ = ["ProgressLine", "bar", "doctor", "duration", "errors", "format_duration",
            "progress", "run_detail", "runs", "status_view", "submission", "target_view", "watch"]
+
+
+def history(past: History) -> str:
+    """`djhpc history`: what earlier runs of a table measured."""
+    head = Text(past.table, style="bold")
+    if not past.runs:
+        return text(head, Text("  no measured runs yet: the first submit sizes from the "
+                               "profile or your flags"))
+    data = past.to_json()
+    runs = ", ".join(map(str, past.runs))
+    lines: list[RenderableType] = [head, Text(f"  runs {runs}: {past.measured} keys timed"
+                                              + (f", {past.failed_keys} failed" if
+                                                 past.failed_keys else ""))]
+    grid = Table(box=None, pad_edge=False, padding=(0, 2))
+    for column in ("", "p50", "p95", "max"):
+        grid.add_column(column, justify="left" if not column else "right")
+    for label, key, unit in (("make() per key", "key_seconds", "s"),
+                             ("task elapsed", "task_elapsed_s", "s"),
+                             ("task CPU", "task_cpu_s", "s"),
+                             ("task peak memory", "task_rss_mb", " MB")):
+        spread = data.get(key)
+        if spread:
+            grid.add_row(f"  {label}", *(f"{spread[p]:g}{unit}" for p in ("p50", "p95", "max")))
+    lines.append(grid)
+    lines.append(Text("  the next submit sizes memory, time and chunks from these" if past.enough
+                      else f"  {past.measured} of the {MIN_KEYS} timed keys sizing needs",
+                      style="dim"))
+    return text(*lines)

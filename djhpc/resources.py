@@ -111,10 +111,10 @@ def with_changes(res: Resources, settings: Settings) -> Resources:
 def _field(key: str, value: Any) -> tuple[str, Any]:
     """One resource setting, checked, as the `Resources` field it sets."""
     if key == "time":
-        return "time_s", _positive(parse_walltime, value, "time",
+        return "time_s", positive_amount(parse_walltime, value, "time",
                                    "Give a walltime like 30, 2:00:00 or 1-12:00:00 (D-HH:MM:SS)")
     if key == "mem":
-        return "mem_mb", _positive(parse_memory_mb, value, "memory",
+        return "mem_mb", positive_amount(parse_memory_mb, value, "memory",
                                    "Give a size like 4G, 500M or 1.5T")
     if key == "slurm":
         extra = dict(value or {})
@@ -130,8 +130,8 @@ def _field(key: str, value: Any) -> tuple[str, Any]:
     return key, value
 
 
-def _positive(parse: Callable[[str], float], value: Any, what: str, todo: str) -> float:
-    """A parsed amount that must be above zero, or a UsageError naming it."""
+def positive_amount(parse: Callable[[str], float], value: Any, what: str, todo: str) -> float:
+    """A parsed amount (a walltime, a size) that must be above zero, or a UsageError naming it."""
     try:
         amount = parse(str(value))
     except ValueError:

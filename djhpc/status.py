@@ -3,7 +3,8 @@
 A refresh is three named steps: **observe** (each executor says what it sees
 of its tasks: one `squeue` and one `sacct` for every Slurm run shown at once),
 **reconcile** (`liveness`: chunks whose task is gone become *lost*, so that
-`retry` picks their keys up) and **count** (a run's key is *done* when it is
+`retry` picks their keys up; and the accounting of tasks that ended is kept
+for the sizing history) and **count** (a run's key is *done* when it is
 in the target table, whatever a task reported). The report itself is built by
 pure functions from what those steps return.
 """
@@ -21,9 +22,10 @@ from typing import Any
 
 from djhpc import backoff, dj, executors, liveness
 from djhpc.allocation import explain_reason
-from djhpc.executors import Observed, TaskView
+from djhpc.executors import FOLLOW_UP, Observed, TaskView
 from djhpc.executors.slurm_tools import TaskInfo, pending_reason_text
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
+from djhpc.sizing import TaskUsage
 from djhpc.states import (
     COUNTED_CHUNK_STATES,
     TASK_STATE_OF_CHUNK,
@@ -90,6 +92,8 @@ class RunReport:
     # Billing units x elapsed hours, from sacct; None where Slurm does not bill (local runs).
     billing_hours: float | None = None
     account: str | None = None
+    # Automatic reruns with more memory or time (see `escalation`), oldest first.
+    escalations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final(self) -> bool:
@@ -135,8 +139,26 @@ def snapshot(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = Tr
              else executors.observe(pairs, ask_scheduler=ask_scheduler))
     current = {run.run_id: liveness.reconcile(ledger, run, chunks[run.run_id], views)
                for run in runs}
+    ledger.add_usage(accounted_usage(pairs, views))
     return Snapshot(reports=[count(ledger, run, current[run.run_id], views) for run in runs],
                     chunks=current, views=views)
+
+
+def accounted_usage(pairs: Sequence[tuple[RunRecord, ChunkRecord]],
+                    views: Observed) -> list[TaskUsage]:
+    """What the scheduler accounted for each task that has ended, as history rows."""
+    usage = []
+    for run, c in pairs:
+        view = views.get((run.run_id, c.chunk))
+        info = view.accounting if view else None
+        # Slurm fills MaxRSS in a moment after the end: a task is kept once it has it.
+        if info is None or not info.state.final or info.max_rss_mb is None:
+            continue
+        usage.append(TaskUsage(run_id=run.run_id, chunk=c.chunk, attempt=c.attempt,
+                               job_id=info.job_id, state=str(info.state),
+                               elapsed_s=info.elapsed_s, cpu_s=info.total_cpu_s,
+                               max_rss_mb=info.max_rss_mb, req_mem_mb=info.req_mem_mb))
+    return usage
 
 
 def refresh(ledger: Ledger, runs: Sequence[RunRecord], ask_scheduler: bool = True,
@@ -204,6 +226,13 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
         reserved=sum(max(0, v.keys - v.done - v.error) for v in chunk_views
                      if v.state == ChunkState.RUNNING))
     state = run_state(run, latest, keys)
+    # A run whose tasks Slurm stopped for memory or time is not over while its
+    # follow-up job may yet start another attempt for them.
+    follow_up = views.get((run.run_id, FOLLOW_UP))
+    following = (state.final and not run.cancelled and follow_up is not None and follow_up.alive
+                 and any(v.task_state in ESCALATED_TASK_STATES for v in chunk_views))
+    if following:
+        state = RunState.RUNNING
     task_counts = Counter(v.task_state or "unknown" for v in chunk_views)
 
     started = min((c.started for c in chunks if c.started), default=None)
@@ -221,8 +250,15 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
         core_hours=round(_core_hours(chunks, accounted, stamp), 4),
         created=_iso(run.created) or "", started=_iso(started), finished=_iso(finished),
         attempts=run.attempts, keys_per_hour=_round(rate), eta_s=_round(eta, 0),
-        efficiency=eff, hints=_hints(eff, state) + pending_hints(chunk_views, run_account(run)),
-        chunks=chunk_views, billing_hours=billing_hours(accounted), account=run_account(run))
+        efficiency=eff, hints=(_hints(eff, state) + pending_hints(chunk_views, run_account(run))
+                               + (FOLLOWING_HINT if following else [])),
+        chunks=chunk_views, billing_hours=billing_hours(accounted), account=run_account(run),
+        escalations=list(run.settings.get("escalations") or []))
+
+
+ESCALATED_TASK_STATES = (TaskState.OUT_OF_MEMORY, TaskState.TIMEOUT)
+FOLLOWING_HINT = ["its tasks have ended; the run's follow-up job is looking at those Slurm "
+                  "stopped for memory or time, to run them again with more"]
 
 
 def pending_hints(views: Sequence[ChunkView], account: str | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -135,9 +136,11 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
         log.warning("Chunk %s of run %s is not queued (taken, finished or cancelled): "
                     "nothing to do", task.chunk, task.run_id)
         return Outcome(claimed=False, state="skipped").to_json()
+    clock = time.monotonic()
     try:
         with Heartbeat(task.ledger_schema, task.run_id, task.chunk):
             outcome = _populate_chunk(task, lease)
+        _safe(lambda: _keep_usage(lease, ChunkState(outcome.state), time.monotonic() - clock))
     except BaseException as error:
         # Anything that escapes (an import error, a lost ledger) fails the chunk
         # with its reason on record rather than leaving it "running".
@@ -181,6 +184,19 @@ class Heartbeat:
                 ledger = None
         if ledger is not None:
             _safe(ledger.conn.close)
+
+
+def _keep_usage(lease: Lease, state: ChunkState, elapsed_s: float) -> None:
+    """This process's peak memory and CPU time, for sizing the table's next runs.
+
+    Slurm's accounting (kept by whoever reads it) also covers a task killed
+    before it could say; this covers local runs and clusters without sacct.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # what make() started
+    peak_kb = max(own.ru_maxrss, children.ru_maxrss)  # kilobytes on Linux
+    cpu_s = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    lease.add_usage(state, elapsed_s=elapsed_s, cpu_s=cpu_s, max_rss_mb=peak_kb / 1024)
 
 
 def _slurm_task_id(task: ChunkTask) -> str | None:

@@ -54,7 +54,14 @@ class MyTable(dj.Computed):
         if os.environ.get("EXAMPLE_MAKE_LOG"):
             with open(os.environ["EXAMPLE_MAKE_LOG"], "a") as log:
                 log.write(json.dumps({"key": key, "pid": os.getpid()}, default=str) + "\n")
+        # ...and a make() that needs memory: EXAMPLE_MAKE_MB megabytes, written (so
+        # they are really used) and held while it sleeps; only for unit
+        # EXAMPLE_MAKE_MB_UNIT when that is set.
+        big = os.environ.get("EXAMPLE_MAKE_MB_UNIT") in (None, str(key.get("unit_id")))
+        ballast = np.ones(int(float(os.environ.get("EXAMPLE_MAKE_MB", "0")) * 2**20) if big else 0,
+                          dtype=np.uint8)
         time.sleep(float(os.environ.get("EXAMPLE_MAKE_SECONDS", "0")))
+        del ballast
         spike_times = (ephys.UnitSpikeTimes & key).fetch1("spike_times")
         if len(spike_times) == 0:
             raise ValueError(f"Unit {key} has an empty spike train: nothing to analyse")

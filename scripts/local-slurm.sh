@@ -38,6 +38,7 @@ STOP_TIMEOUT=30
 CONF_DIR=/etc/slurm
 SLURM_CONF=$CONF_DIR/slurm.conf
 DBD_CONF=$CONF_DIR/slurmdbd.conf
+CGROUP_CONF=$CONF_DIR/cgroup.conf
 NODE=$(hostname -s)
 
 PID_DIR=$STATE_DIR/pids
@@ -164,6 +165,24 @@ ensure_packages() {
 
 # ---------------------------------------------------------------- configs
 
+# cgroup v1's memory controller, writable by root: what task/cgroup needs.
+memory_cgroup_usable() {
+    local probe=/sys/fs/cgroup/memory/djhpc-probe-$$
+    [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]] && mkdir "$probe" 2>/dev/null \
+        && rmdir "$probe"
+}
+
+# The slurm.conf lines that make --mem a limit. Without a usable memory cgroup,
+# Slurm's own polling kills a task that goes over, but records it FAILED, not
+# OUT_OF_MEMORY, unlike the clusters (so `start` says so).
+memory_enforcement() {
+    if memory_cgroup_usable; then
+        echo "TaskPlugin=task/cgroup"
+    else
+        printf '%s\n' "TaskPlugin=task/none" "JobAcctGatherParams=OverMemoryKill"
+    fi
+}
+
 render_slurm_conf() {
     cat <<EOF
 # Written by djhpc scripts/local-slurm.sh; rewritten on every start.
@@ -187,9 +206,11 @@ SlurmdLogFile=$LOG_DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 
-# No cgroup setup on a test VM.
+# Memory is enforced as on the clusters: task/cgroup confines each step to its
+# --mem (cgroup.conf), the kernel kills a step that goes over, and Slurm records
+# the task OUT_OF_MEMORY. Processes are still tracked without cgroups.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+$(memory_enforcement)
 
 # Cores and memory are consumable so --cpus-per-task/--mem behave like on a real
 # cluster; a small DefMemPerCPU keeps $CPUS one-CPU jobs running side by side.
@@ -230,6 +251,20 @@ PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP TRESBillin
 EOF
 }
 
+render_cgroup_conf() {
+    cat <<EOF
+# Written by djhpc scripts/local-slurm.sh; rewritten on every start.
+# cgroup v1's memory controller, as most clusters still run it: --mem is a hard
+# limit per job, and going over ends the task OUT_OF_MEMORY.
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+ConstrainCores=no
+ConstrainDevices=no
+EOF
+}
+
 render_slurmdbd_conf() {
     cat <<EOF
 # Written by djhpc scripts/local-slurm.sh; rewritten on every start.
@@ -258,6 +293,10 @@ write_configs() {
     if render_slurm_conf | install_if_changed "$SLURM_CONF" 0644; then
         SLURM_CONF_CHANGED=true
         say "wrote $SLURM_CONF"
+    fi
+    if render_cgroup_conf | install_if_changed "$CGROUP_CONF" 0644; then
+        SLURM_CONF_CHANGED=true
+        say "wrote $CGROUP_CONF"
     fi
     # slurmdbd refuses a config readable by others (it holds the DB password).
     if render_slurmdbd_conf | install_if_changed "$DBD_CONF" 0600; then
@@ -469,6 +508,8 @@ cmd_start() {
 
     wait_for_node
     wait_for "sacct to answer" "$(log_file slurmdbd)" sacct_answers
+    memory_cgroup_usable || say "WARNING: no writable cgroup v1 memory controller: a task " \
+        "over its --mem is killed but recorded FAILED, not OUT_OF_MEMORY"
     print_status
     say "ready in $((SECONDS - t0))s (cluster $CLUSTER, node $NODE, partition debug, $CPUS CPUs)"
 }

@@ -57,6 +57,7 @@ class Launch:
     python: str | None = None
     signal_delay: int = 120
     max_requeues: int = 3
+    follow_up: bool = False  # a follow-up job reruns tasks stopped for memory or time
 
     @property
     def name(self) -> str:
@@ -84,6 +85,7 @@ class TaskView:
 
 
 Observed = dict[tuple[int, int], TaskView]  # (run_id, chunk) -> view
+FOLLOW_UP = -1  # the chunk number under which a run's follow-up job is observed
 
 
 class Executor(Protocol):
@@ -107,6 +109,10 @@ class Executor(Protocol):
 
         `ask_scheduler=False`: only what costs the scheduler nothing (a cheap
         refresh between the real ones)."""
+
+    def follow_up(self, launch: Launch, jobs: dict[int, str]) -> str | None:
+        """Start the job that looks at these tasks once they have all ended (see
+        `escalation`); its job id, or None where there is none."""
 
     def job_ids(self, jobs: dict[int, str]) -> list[str]:
         """The scheduler's job ids among chunks' job ids, for the user (may be empty)."""

@@ -77,6 +77,9 @@ class LocalExecutor:
             raise
         return jobs
 
+    def follow_up(self, launch: Launch, jobs: dict[int, str]) -> str | None:
+        return None  # no limits here for a task to run out of
+
     def job_ids(self, jobs: dict[int, str]) -> list[str]:
         return []  # no scheduler: nothing for the user to look up
 

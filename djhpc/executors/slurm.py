@@ -15,6 +15,7 @@ import math
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,24 @@ from submitit.slurm import slurm as submitit_slurm
 
 from djhpc import backoff, credentials, plan
 from djhpc.errors import UsageError
-from djhpc.executors import GRACE, Accepted, Launch, Observed, TaskView, never_submitted
+from djhpc.executors import (
+    FOLLOW_UP,
+    GRACE,
+    Accepted,
+    Launch,
+    Observed,
+    TaskView,
+    never_submitted,
+)
 from djhpc.executors import slurm_tools as tools
 from djhpc.ledger import ChunkRecord, RunRecord, now
 from djhpc.resources import Resources, warning_delay
 from djhpc.states import TASK_STATE_OF_CHUNK
 
 log = logging.getLogger(__name__)
+
+
+FOLLOW_UP_TIME_S = 600.0
 
 
 class SubmitRejected(UsageError):
@@ -60,15 +72,20 @@ def array_of(job_id: str) -> str:
     return job_id.split("_")[0]
 
 
-def check_partition(res: Resources) -> None:
-    """Refuse a task the partition can never run (it would pend forever), naming the limit."""
+def partition_of(res: Resources) -> tools.Partition | None:
+    """The limits of the partition the tasks go to (the default one if none is named)."""
     try:
         known = tools.partitions()
     except tools.SlurmError as error:
-        log.debug("partition limits not checked: %s", error)
-        return
+        log.debug("partition limits not read: %s", error)
+        return None
     name = res.partition
-    part = known.get(name) if name else next((p for p in known.values() if p.default), None)
+    return known.get(name) if name else next((p for p in known.values() if p.default), None)
+
+
+def check_partition(res: Resources) -> None:
+    """Refuse a task the partition can never run (it would pend forever), naming the limit."""
+    part = partition_of(res)
     if part is None:  # an unknown name: sbatch says so itself
         return
     problems = tools.resource_problems(part, cpus=res.cpus, mem_mb=res.mem_mb, gpus=res.gpus,
@@ -77,6 +94,14 @@ def check_partition(res: Resources) -> None:
         raise UsageError(f"The partition cannot run these tasks: {'; '.join(problems)}",
                          "Ask for less (--cpus, --mem, --gpus, --time) or choose another "
                          "--partition (sinfo lists them)")
+
+
+def follow_up_of(run: RunRecord) -> str | None:
+    """The job id of the follow-up that watches the run's latest attempt, if it has one."""
+    recorded = run.settings.get("follow_up") or {}
+    if recorded.get("attempt") != run.attempts:
+        return None
+    return str(recorded["job_id"]) if recorded.get("job_id") else None
 
 
 def max_array_size() -> int | None:
@@ -136,6 +161,35 @@ class SlurmExecutor:
             raise
         return jobs
 
+    def follow_up(self, launch: Launch, jobs: dict[int, str]) -> str | None:
+        """One small job after all of the attempt's arrays (`afterany`); see `escalation`.
+
+        It asks for little (one CPU, 1G, 10 minutes) from the tasks' own partition
+        and account. A follow-up that cannot be submitted only costs the run its
+        automatic escalation: the tasks run regardless.
+        """
+        arrays = self.job_ids(jobs)
+        if not launch.follow_up or launch.run_id is None or not arrays:
+            return None
+        from djhpc.escalation import FollowUp
+
+        small = replace(launch.resources, time_s=FOLLOW_UP_TIME_S, mem_mb=1024.0, cpus=1, gpus=0)
+        params = submitit_parameters(small, 0)
+        params.update(job_name=f"{launch.name}-follow-up",
+                      dependency=f"afterany:{':'.join(arrays)}")
+        params.pop("signal_delay_s", None)
+        executor = self._executor(launch)
+        executor.update_parameters(**params)
+        attempt = max(c.attempt for c in launch.chunks)
+        payload = FollowUp(ledger_schema=launch.ledger_schema, run_id=launch.run_id,
+                           attempt=attempt, workdir=launch.workdir)
+        try:
+            return self._submit_array_retrying(executor, [payload])[0]
+        except UsageError as error:
+            log.warning("No follow-up job for run %s (tasks stopped for memory or time will "
+                        "wait for `djhpc retry`): %s", launch.run_id, error)
+            return None
+
     def _submit_array_retrying(self, executor: submitit.SlurmExecutor,
                                tasks: list[Any]) -> list[str]:
         """`_submit_array`, again after a pause while the controller is too busy to take it.
@@ -153,8 +207,12 @@ class SlurmExecutor:
 
     def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
                 ask_scheduler: bool = True) -> Observed:
-        """One squeue and one sacct call for every task of these chunks."""
-        arrays = sorted({array_of(c.job_id) for _, c in chunks if c.job_id})
+        """One squeue and one sacct call for every task of these chunks (and each run's
+        follow-up job, seen as chunk FOLLOW_UP)."""
+        runs = {run.run_id: run for run, _ in chunks}
+        follow_ups = {i: job for i, run in runs.items() if (job := follow_up_of(run))}
+        arrays = sorted({array_of(j) for j in [*(c.job_id for _, c in chunks if c.job_id),
+                                                 *follow_ups.values()]})
         tasks: dict[str, tools.TaskInfo] | None = {} if ask_scheduler else None
         if arrays and ask_scheduler:
             try:
@@ -162,7 +220,13 @@ class SlurmExecutor:
             except tools.SlurmError:
                 tasks = None  # Slurm could not be asked: only the ledger speaks
         stamp = now()
-        return {(run.run_id, c.chunk): self._view(run, c, tasks, stamp) for run, c in chunks}
+        views = {(run.run_id, c.chunk): self._view(run, c, tasks, stamp) for run, c in chunks}
+        for run_id, job in follow_ups.items():
+            info = (tasks or {}).get(job)
+            if info is not None:
+                views[(run_id, FOLLOW_UP)] = TaskView(state=info.state, alive=not info.state.final,
+                                                      accounting=info)
+        return views
 
     @staticmethod
     def _view(run: RunRecord, chunk: ChunkRecord, tasks: dict[str, tools.TaskInfo] | None,
@@ -197,7 +261,9 @@ class SlurmExecutor:
         return [str(job.job_id) for job in pending]
 
     def cancel(self, run: RunRecord, chunks: Sequence[ChunkRecord]) -> None:
-        self._cancel_ids(sorted({array_of(c.job_id) for c in chunks if c.job_id}))
+        follow_up = follow_up_of(run)
+        self._cancel_ids(sorted({array_of(j) for j in [*(c.job_id for c in chunks if c.job_id),
+                                                         *([follow_up] if follow_up else [])]}))
 
     def _cancel_ids(self, ids: Sequence[str]) -> None:
         if ids:

@@ -370,6 +370,12 @@ def parse_sacct(text: str) -> dict[str, TaskInfo]:
             info = dataclasses.replace(info, max_rss_mb=rss)
         if step == "batch" and info.total_cpu_s is None:
             info = dataclasses.replace(info, total_cpu_s=_maybe(parse_duration, row["TotalCPU"]))
+        # The kernel killed a step for memory (cgroups): the task ran out of memory,
+        # even when sacct calls the task itself FAILED (its batch script exited non-zero).
+        if (info.state in (TaskState.FAILED, TaskState.CANCELLED)
+                and task_state(row["State"]) == TaskState.OUT_OF_MEMORY):
+            info = dataclasses.replace(info, state=TaskState.OUT_OF_MEMORY,
+                                       raw_state=f"{info.raw_state} (step {step} OUT_OF_MEMORY)")
         tasks[task_id] = info
     return tasks
 

@@ -378,6 +378,20 @@ def test_parse_sacct_total_cpu_falls_back_to_batch_step() -> None:
     assert slurm.parse_sacct(text)["900"].total_cpu_s == pytest.approx(7.25)
 
 
+def test_parse_sacct_a_step_killed_for_memory_makes_the_task_out_of_memory() -> None:
+    # As cgroups leave it: the kernel killed step .0, the batch script then exited 1.
+    text = (
+        "902_0|FAILED|1:0|node1|3|1||3||300M|5|2026-11-24T14:00:00|2026-11-24T14:00:03\n"
+        "902_0.batch|FAILED|1:0|node1|3|1|00:00.500|3|10516K|||"
+        "2026-11-24T14:00:00|2026-11-24T14:00:03\n"
+        "902_0.0|OUT_OF_MEMORY|0:125|node1|2|1|00:01.000|2|307200K|||"
+        "2026-11-24T14:00:00|2026-11-24T14:00:02\n"
+    )
+    task = slurm.parse_sacct(text)["902_0"]
+    assert task.state == TaskState.OUT_OF_MEMORY
+    assert task.raw_state == "FAILED (step 0 OUT_OF_MEMORY)" and task.max_rss_mb == 300.0
+
+
 def test_parse_sacct_steps_before_their_task_still_merge() -> None:
     lines = SACCT_OUTPUT.splitlines()
     assert slurm.parse_sacct("\n".join(reversed(lines))) == slurm.parse_sacct(SACCT_OUTPUT)
