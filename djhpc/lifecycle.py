@@ -567,7 +567,8 @@ def table_view(ctx: Context, target_text: str, poll: SlurmPoll | None = None) ->
     remaining, total = status.table_progress(cls)
     table = cls().full_table_name
     return TableView(target=target_text, table=table, remaining=remaining, total=total,
-                     runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table), poll=poll))
+                     runs=status.refresh(ctx.ledger, ctx.ledger.runs(table_name=table), poll=poll),
+                     history=ctx.ledger.history(table))
 
 
 def history(ctx: Context, target_text: str) -> sizing_.History:

@@ -326,7 +326,14 @@ def status_view(view: Overview | RunDetail | TableView) -> str:
         return runs(view.runs)
     if isinstance(view, RunDetail):
         return run_detail(view.report, view.errors)
-    return target_view(view.target, view.remaining, view.total, view.runs)
+    shown = target_view(view.target, view.remaining, view.total, view.runs)
+    measured = view.history.seconds if view.history else None
+    if view.history is None or measured is None:
+        return shown
+    peak = view.history.max_rss_mb
+    return shown + (f"\nhistory: make() p50 {measured.p50:.3g}s, p95 {measured.p95:.3g}s per key"
+                    + (f", task peak memory {peak:.0f} MB" if peak else "")
+                    + f" (djhpc history {view.target})")
 
 
 class ProgressLine:

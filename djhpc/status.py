@@ -25,7 +25,7 @@ from djhpc.allocation import explain_reason
 from djhpc.executors import FOLLOW_UP, Observed, TaskView
 from djhpc.executors.slurm_tools import TaskInfo, pending_reason_text
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
-from djhpc.sizing import TaskUsage
+from djhpc.sizing import History, TaskUsage
 from djhpc.states import (
     COUNTED_CHUNK_STATES,
     TASK_STATE_OF_CHUNK,
@@ -409,6 +409,7 @@ class TableView:
     remaining: int
     total: int
     runs: list[RunReport]
+    history: History | None = None  # what the runs measured, as the next submit sizes from
 
     @property
     def final(self) -> bool:
@@ -418,7 +419,8 @@ class TableView:
         return {"target": self.target, "table": self.table,
                 "progress": {"remaining": self.remaining, "total": self.total},
                 "runs": [r.to_json(with_chunks=False) for r in self.runs],
-                "billing": billing_totals(self.runs)}
+                "billing": billing_totals(self.runs),
+                "history": self.history.to_json() if self.history else None}
 
 
 @dataclass

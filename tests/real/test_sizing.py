@@ -82,6 +82,9 @@ def test_a_second_submit_is_sized_from_the_first_run(project: Project) -> None:
     assert mem < 1024  # closer to what a task uses than the first run's guess
     text = project.djhpc("submit", "MyTable", "-e", "slurm", "--dry-run", env=env).stdout
     assert "sizing: mem from history" in text
+    table = project.djhpc_json("status", "MyTable", env=env)
+    assert table["history"]["key_seconds"] == learned["key_seconds"]
+    assert "history: make() p50" in project.djhpc("status", "MyTable", env=env).stdout
 
     flags = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--dry-run", "--mem", "2G",
                                "--time", "0:30:00", "--chunk-size", "5", env=env)
