@@ -152,7 +152,7 @@ class Ledger:
         Under a lock and checked again inside it: several first submits at once
         must not race each other's DDL.
         """
-        if self.exists() and self.has_table("task_usage"):
+        if all(self.has_table(t) for t in ("run", "key_time", "task_usage")):
             return
         with self._lock(f"djhpc-ledger:{self.schema}", f"creating the ledger {self.schema}"):
             if not self.exists():

@@ -360,10 +360,12 @@ def _hints(eff: Efficiency, state: RunState) -> list[str]:
     hints = []
     if eff.memory is not None and eff.memory < 0.5:
         hints.append(f"Tasks used at most {eff.memory:.0%} of the memory they asked for: "
-                     "ask for less (--mem) to start sooner and spend less.")
+                     "ask for less (--mem) to start sooner and spend less (once 20 keys are "
+                     "timed, the table's next submit sizes it from djhpc history).")
     if eff.time is not None and eff.time < 0.5:
         hints.append(f"The longest task used {eff.time:.0%} of its time limit: ask for less "
-                     "(--time) or put more keys in each chunk (--chunk-size).")
+                     "(--time) or put more keys in each chunk (--chunk-size) (once 20 keys are "
+                     "timed, the table's next submit sizes both from djhpc history).")
     return hints
 
 

@@ -14,7 +14,7 @@ def test_sbatch_failing_twice_transiently_is_retried_and_the_run_recorded_once(
                          DJHPC_SLURM_RETRY_DELAYS="0.2,0.2,0.2")
     result = project.djhpc("submit", "MyTable", "-e", "slurm", "--tasks", "2", "--json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(fake_slurm.calls("sbatch")) == 3
+    assert len(fake_slurm.calls("sbatch")) == 4  # the array three times, then its follow-up
     assert "failed transiently" in result.stderr and "Socket timed out" in result.stderr
     assert project.ledger_runs() == 1
     assert fake_slurm.calls("scancel") == []
@@ -29,5 +29,5 @@ def test_sbatch_giving_up_names_the_command_and_its_stderr(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: sbatch rejected the job (sbatch ")
     assert "Socket timed out" in last
-    assert len(fake_slurm.calls("sbatch")) == 3
+    assert len(fake_slurm.calls("sbatch")) == 3  # gave up: no follow-up for a run not made
     assert project.ledger_runs() == 0
