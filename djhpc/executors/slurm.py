@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 
 FOLLOW_UP_TIME_S = 600.0
+FOLLOW_UP_MEM_MB = 512.0  # Python, DataJoint and djhpc need ~150M
 
 
 class SubmitRejected(UsageError):
@@ -164,7 +165,7 @@ class SlurmExecutor:
     def follow_up(self, launch: Launch, jobs: dict[int, str]) -> str | None:
         """One small job after all of the attempt's arrays (`afterany`); see `escalation`.
 
-        It asks for little (one CPU, 1G, 10 minutes) from the tasks' own partition
+        It asks for little (one CPU, 512M, 10 minutes) from the tasks' own partition
         and account. A follow-up that cannot be submitted only costs the run its
         automatic escalation: the tasks run regardless.
         """
@@ -173,7 +174,8 @@ class SlurmExecutor:
             return None
         from djhpc.escalation import FollowUp
 
-        small = replace(launch.resources, time_s=FOLLOW_UP_TIME_S, mem_mb=1024.0, cpus=1, gpus=0)
+        small = replace(launch.resources, time_s=FOLLOW_UP_TIME_S, mem_mb=FOLLOW_UP_MEM_MB, cpus=1,
+                        gpus=0)
         params = submitit_parameters(small, 0)
         params.update(job_name=f"{launch.name}-follow-up",
                       dependency=f"afterany:{':'.join(arrays)}")
