@@ -577,6 +577,13 @@ class Ledger:
              ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
 
+    def queued_chunks(self, run_id: int, attempt: int, limit: int) -> list[int]:
+        """The first chunks of an attempt that wait for a task, in order."""
+        rows = self.sql(f"SELECT chunk FROM {self.t('chunk')} WHERE run_id=%s AND attempt=%s "
+                        f"AND state=%s ORDER BY chunk LIMIT {int(limit)}",
+                        (run_id, attempt, ChunkState.QUEUED)).fetchall()
+        return [int(r[0]) for r in rows]
+
     def reserve_keys(self, run: RunRecord, chunk: ChunkRecord,
                      plan: dj.Reservation) -> set[int]:
         """Reserve the chunk's keys in DataJoint's jobs table, straight from the keys table.
@@ -911,6 +918,20 @@ class Lease:
         if before.pid and (before.pid, before.host) != (pid, host):
             ledger.release_reservations(run, before)
         return cls(ledger, run, ledger.chunk(run_id, chunk), job_id=job_id, host=host)
+
+    @classmethod
+    def claim_next(cls, ledger: Ledger, run_id: int, attempt: int, *, job_id: str | None,
+                   host: str, pid: int) -> Lease | None:
+        """The lease on the next chunk of the attempt that no task has started, or None
+        when none is left. Tasks race for it; the atomic claim lets one win each."""
+        while True:
+            queued = ledger.queued_chunks(run_id, attempt, limit=8)
+            if not queued:
+                return None
+            for chunk in queued:
+                lease = cls.claim(ledger, run_id, chunk, job_id=job_id, host=host, pid=pid)
+                if lease is not None:
+                    return lease
 
     def reserve(self, plan: dj.Reservation) -> set[int]:
         """Reserve the chunk's keys in DataJoint's jobs table; the numbers others hold."""

@@ -466,6 +466,10 @@ def _start(ctx: Context, placement: Placement, run: RunRecord,
 
     def accepted(jobs: dict[int, str], last: bool) -> None:
         ctx.ledger.set_jobs(run.run_id, jobs)
+        # The run's jobs (Slurm: its arrays), for the task that cancels those not needed.
+        kept = ctx.ledger.run(run.run_id).settings
+        ctx.ledger.set_run(run.run_id, settings={
+            **kept, "jobs": sorted({*kept.get("jobs", []), *executor.job_ids(jobs)})})
         if last:
             ctx.ledger.set_run(run.run_id, state=RunPhase.ACTIVE)
 

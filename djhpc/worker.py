@@ -123,24 +123,49 @@ class StopSignal:
 
 
 def run_chunk(task: ChunkTask) -> dict[str, Any]:
-    """Populate one chunk; returns a summary (the ledger has the full record)."""
+    """Populate the task's chunk, then pull the attempt's next unstarted chunks until none
+    is left or the task must stop; returns a summary (the ledger has the full record)."""
     os.chdir(task.workdir)
     if task.workdir not in sys.path:
         sys.path.insert(0, task.workdir)
     conn = dj.connection()
     dj.keep_session(conn)
     ledger = Ledger(conn, task.ledger_schema)
-    lease = Lease.claim(ledger, task.run_id, task.chunk, job_id=_slurm_task_id(task),
-                        host=socket.gethostname(), pid=os.getpid())
-    if lease is None:
-        log.warning("Chunk %s of run %s is not queued (taken, finished or cancelled): "
-                    "nothing to do", task.chunk, task.run_id)
-        return Outcome(claimed=False, state="skipped").to_json()
+    job_id, host, pid = _slurm_task_id(task), socket.gethostname(), os.getpid()
     clock = time.monotonic()
+    made: list[Outcome] = []
+    first: Lease | None = None
+    with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
+        lease = Lease.claim(ledger, task.run_id, task.chunk, job_id=job_id, host=host, pid=pid)
+        attempt = lease.chunk.attempt if lease else ledger.chunk(task.run_id, task.chunk).attempt
+        if lease is None:
+            log.info("Chunk %s of run %s is taken or finished: pulling the next one",
+                     task.chunk, task.run_id)
+        while True:
+            lease = lease or (None if stop.requested else Lease.claim_next(
+                ledger, task.run_id, attempt, job_id=job_id, host=host, pid=pid))
+            if lease is None:
+                break
+            first = first or lease
+            if lease.chunk.chunk != task.chunk:
+                log.info("Pulled chunk %s of run %s", lease.chunk.chunk, task.run_id)
+            outcome = _one_chunk(task, lease, stop)
+            made.append(outcome)
+            if outcome.interrupted:
+                break
+            lease = None
+    if first is not None:
+        state = made[-1].state if made else ChunkState.DONE
+        _safe(lambda: _keep_usage(first, ChunkState(state), time.monotonic() - clock))
+    if not stop.requested and task.slurm:
+        _safe(lambda: _cancel_surplus(ledger, task.run_id, attempt))
+    return _summary(made)
+
+
+def _one_chunk(task: ChunkTask, lease: Lease, stop: StopSignal) -> Outcome:
     try:
-        with Heartbeat(task.ledger_schema, task.run_id, task.chunk):
-            outcome = _populate_chunk(task, lease)
-        _safe(lambda: _keep_usage(lease, ChunkState(outcome.state), time.monotonic() - clock))
+        with Heartbeat(task.ledger_schema, lease.run.run_id, lease.chunk.chunk):
+            return _populate_chunk(task, lease, stop)
     except BaseException as error:
         # Anything that escapes (an import error, a lost ledger) fails the chunk
         # with its reason on record rather than leaving it "running".
@@ -148,7 +173,27 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
         _safe(lambda: lease.add_errors([failure]))
         _safe(lambda: lease.report(n_done=0, n_error=0, state=ChunkState.FAILED))
         raise
-    return outcome.to_json()
+
+
+def _summary(made: list[Outcome]) -> dict[str, Any]:
+    if not made:
+        return Outcome(claimed=False, state="skipped").to_json()
+    summary = made[-1].to_json()
+    summary.update(done=sum(o.done for o in made), errors=sum(o.errors for o in made),
+                   chunks=len(made))
+    return summary
+
+
+def _cancel_surplus(ledger: Ledger, run_id: int, attempt: int) -> None:
+    """No chunk of the attempt waits for a task any more: the run's array tasks that
+    have not started are not needed, and are cancelled with one scancel per array."""
+    if ledger.queued_chunks(run_id, attempt, limit=1):
+        return
+    arrays = ledger.run(run_id).settings.get("jobs") or []
+    if arrays:
+        from djhpc.executors import slurm_tools
+
+        slurm_tools.cancel_pending(arrays)
 
 
 class Heartbeat:
@@ -207,7 +252,7 @@ def _slurm_task_id(task: ChunkTask) -> str | None:
     return slurm_tools.current_task_id()
 
 
-def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
+def _populate_chunk(task: ChunkTask, lease: Lease, stop: StopSignal) -> Outcome:
     run = lease.run
     cls = Target.from_ref(run.target, run.paths).load()
     table = cls()
@@ -225,13 +270,13 @@ def _populate_chunk(task: ChunkTask, lease: Lease) -> Outcome:
         log.warning(note)
         _safe(lambda: lease.add_errors([({}, note, "")]))
     try:
-        return _make_chunk(task, lease, table, keys, mine)
+        return _make_chunk(task, lease, table, keys, mine, stop)
     finally:
         _safe(lambda: dj.release(table))
 
 
 def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, Any]],
-                mine: set[int]) -> Outcome:
+                mine: set[int], stop: StopSignal) -> Outcome:
     """Make the chunk's keys this task reserved, reporting as it goes; stop on a signal."""
     run = lease.run
     outcome = Outcome()
@@ -245,49 +290,48 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         pending_errors.clear()
         pending_times.clear()
 
-    with StopSignal(usr2_grace=max(0.0, task.signal_delay - USR2_MARGIN)) as stop:
-        for number, key in enumerate(keys, start=lease.chunk.lo):
-            if stop.requested:
-                outcome.interrupted = True
-                break
-            if number - lease.chunk.lo not in mine:
-                continue
-            try:
-                stop.in_key = True
-                started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
-                error = _make(table, key, run.settings.get("make_kwargs") or None)
-            except Interrupted:
-                _safe(lambda: dj.rollback(table))
-                outcome.interrupted = True
-                break
-            finally:
-                stop.in_key = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
-            if error is None:
-                outcome.done += 1
-            else:
-                outcome.errors += 1
-                pending_errors.append((key, _message(error), _stack(error)))
-            if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                _with_reconnect(table, flush)
-                last_flush = time.monotonic()
-        # Free the keys before any requeue: Slurm may stop this process as it requeues it.
-        _safe(lambda: dj.release(table))
-        if outcome.interrupted:
-            signal_name = stop.requested or "a signal"
-            state = _hand_back(task, lease, outcome, signal_name)
-            _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
-            outcome.state = state
-            what = _after_hand_back(lease, outcome)
-            left = len(mine) - outcome.done - outcome.errors
-            message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
-            log.warning(message)
-            _safe(lambda: lease.add_errors([({}, message, "")]))
+    for number, key in enumerate(keys, start=lease.chunk.lo):
+        if stop.requested:
+            outcome.interrupted = True
+            break
+        if number - lease.chunk.lo not in mine:
+            continue
+        try:
+            stop.in_key = True
+            started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
+            error = _make(table, key, run.settings.get("make_kwargs") or None)
+        except Interrupted:
+            _safe(lambda: dj.rollback(table))
+            outcome.interrupted = True
+            break
+        finally:
+            stop.in_key = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
+        if error is None:
+            outcome.done += 1
         else:
-            state = ChunkState.FAILED if outcome.errors else ChunkState.DONE
-            _with_reconnect(table, lambda: flush(state))
-            outcome.state = state
+            outcome.errors += 1
+            pending_errors.append((key, _message(error), _stack(error)))
+        if time.monotonic() - last_flush >= FLUSH_SECONDS:
+            _with_reconnect(table, flush)
+            last_flush = time.monotonic()
+    # Free the keys before any requeue: Slurm may stop this process as it requeues it.
+    _safe(lambda: dj.release(table))
+    if outcome.interrupted:
+        signal_name = stop.requested or "a signal"
+        state = _hand_back(task, lease, outcome, signal_name)
+        _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
+        outcome.state = state
+        what = _after_hand_back(lease, outcome)
+        left = len(mine) - outcome.done - outcome.errors
+        message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
+        log.warning(message)
+        _safe(lambda: lease.add_errors([({}, message, "")]))
+    else:
+        state = ChunkState.FAILED if outcome.errors else ChunkState.DONE
+        _with_reconnect(table, lambda: flush(state))
+        outcome.state = state
     return outcome
 
 

@@ -33,6 +33,7 @@ from djhpc.states import TASK_STATE_OF_CHUNK, ChunkState
 RUNNER_LOG = "local-runner.log"
 TASK_MARK = "djhpc"  # in the command line of every runner and task process (and `djhpc debug`)
 PREFIX = "local-"  # job id of a chunk: "local-<pid of its runner>"
+NOTHING_LEFT = 3  # a task's exit status when it found no chunk to make
 
 
 def runner_pid(job_id: str) -> int | None:
@@ -110,8 +111,12 @@ class LocalExecutor:
                 os.killpg(runner, signal.SIGTERM)
 
     def log_paths(self, run: RunRecord, chunk: ChunkRecord) -> tuple[Path, Path]:
+        """The logs of the task process that made the chunk (its pid is in the ledger)."""
         folder = Path(run.run_dir)
-        return folder / f"chunk-{chunk.chunk}.out", folder / f"chunk-{chunk.chunk}.err"
+        name = f"task-{chunk.pid}" if chunk.pid else f"chunk-{chunk.chunk}"  # before 0.2
+        if chunk.pid and not (folder / f"{name}.out").exists():
+            name = f"chunk-{chunk.chunk}"
+        return folder / f"{name}.out", folder / f"{name}.err"
 
 
 def alive(pid: int, mark: str | None = None) -> bool:
@@ -145,17 +150,25 @@ def _runner(spec: dict[str, object]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     while (tasks and not stopping) or running:
+        if any(p.poll() == NOTHING_LEFT for p in running):
+            tasks.clear()  # tasks pulled every chunk: those not started are not needed
         running = [p for p in running if p.poll() is None]
         while tasks and not stopping and len(running) < parallel:
-            task = tasks.pop(0)
-            chunk = task["chunk"]
-            with open(folder / f"chunk-{chunk}.out", "ab") as out, \
-                    open(folder / f"chunk-{chunk}.err", "ab") as err:
-                running.append(subprocess.Popen(
-                    [sys.executable, "-m", "djhpc.executors.local", "--task", json.dumps(task)],
-                    stdout=out, stderr=err, stdin=subprocess.DEVNULL))
+            running.append(_start_task(tasks.pop(0), folder))
         time.sleep(0.05)
     return 0
+
+
+def _start_task(task: dict[str, object], folder: Path) -> subprocess.Popen[bytes]:
+    """One task process, its output in task-<pid>.out/.err: a task may make several chunks."""
+    starting = folder / f".starting-{task['chunk']}"
+    with open(f"{starting}.out", "ab") as out, open(f"{starting}.err", "ab") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "djhpc.executors.local", "--task", json.dumps(task)],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    for stream in ("out", "err"):
+        os.replace(f"{starting}.{stream}", folder / f"task-{process.pid}.{stream}")
+    return process
 
 
 def _task(spec: dict[str, object]) -> int:
@@ -166,7 +179,7 @@ def _task(spec: dict[str, object]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     result = ChunkTask(**spec)()  # type: ignore[arg-type]
     print(json.dumps(result))
-    return 0
+    return NOTHING_LEFT if not result["claimed"] else 0
 
 
 if __name__ == "__main__":

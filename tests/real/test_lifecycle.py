@@ -123,7 +123,7 @@ def test_status_views_errors_and_logs(project: Project) -> None:
     assert "2x ValueError: Unit {…} has an empty spike train" in errors
     assert "Traceback" in errors and "key animal_name=" in errors
     log = project.djhpc("logs", run_id, "--stderr")
-    assert log.returncode == 0 and "chunk-" in log.stderr  # the header names the log file
+    assert log.returncode == 0 and "task-" in log.stderr  # the header names the log file
     watched = project.djhpc("status", run_id, "--watch", "--interval", "1", timeout=60)
     assert watched.returncode == 0 and "failed" in watched.stdout  # a finished run: one frame
 
@@ -168,8 +168,11 @@ def test_scancel_under_a_run(slow: Project) -> None:
     victim = running_chunk(slow, out["run_id"])
     subprocess.run(["scancel", victim["job_id"]], check=True)
     report = settled(slow, out["run_id"])
-    assert report["state"] == "incomplete" and report["keys"]["reserved"] == 0
-    assert_complete_after_retry(slow, out["run_id"], 24)
+    assert report["state"] in ("incomplete", "done") and report["keys"]["reserved"] == 0
+    if report["state"] == "done":  # a task still running pulled the chunk handed back
+        assert slow.table_rows() == 24
+    else:
+        assert_complete_after_retry(slow, out["run_id"], 24)
     messages = history(slow, out["run_id"])
     assert any("Interrupted by SIGTERM" in m for m in messages), messages
 

@@ -54,7 +54,8 @@ def test_slurm_executor_splits_into_several_arrays(project: Project) -> None:
     status = out["status"]
     assert status["keys"]["done"] == ANALYSED - 2 and status["keys"]["error"] == 2
     assert sum(status["tasks"].values()) == 11
-    assert {c["job"].split("_")[0] for c in status["chunks"]} == set(out["jobs"])
+    # Tasks pull the chunks no task has started: any array's task may have made any chunk.
+    assert {c["job"].split("_")[0] for c in status["chunks"]} <= set(out["jobs"])
     assert all(c["host"] for c in status["chunks"])
     assert project.table_rows() == ANALYSED - 2
     assert _keys_outside(project) == 0

@@ -1,0 +1,81 @@
+"""Tasks pull chunks no task has started, and the run's surplus tasks are cancelled."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from djhpc.executors.slurm_tools import expand_array_ids
+
+from .conftest import Project, q
+
+
+def makes(log: Path) -> list[str]:
+    return [json.dumps(json.loads(line)["key"], sort_keys=True)
+            for line in log.read_text().splitlines()]
+
+
+def chunk_rows(project: Project, run_id: int) -> list[dict[str, Any]]:
+    rows = project.sql(f"SELECT chunk, job_id, pid, state FROM {q(project.ledger)}.{q('chunk')} "
+                       f"WHERE run_id = {int(run_id)} ORDER BY chunk")
+    return [dict(zip(("chunk", "job_id", "pid", "state"), r, strict=True)) for r in rows]
+
+
+def final_states(array: str, tasks: int) -> dict[str, str]:
+    """Each task's state as sacct has it, once every one of them has ended."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array, "--format=JobID,State"],
+                             capture_output=True, text=True).stdout
+        # Tasks cancelled before they started stay one row ("410_[2-15%2]").
+        states = {task: state for line in out.splitlines() if "|" in line
+                  for task in expand_array_ids(line.split("|")[0])
+                  for state in [line.split("|")[1]]}
+        if len(states) >= tasks and not {"PENDING", "RUNNING"} & set(states.values()):
+            return states
+        assert time.monotonic() < deadline, out
+        time.sleep(1)
+
+
+@pytest.mark.usefixtures("slurm")
+def test_tasks_pull_chunks_and_cancel_the_tasks_not_needed(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "4")  # 16 keys
+    log = project.tmp / "makes.log"
+    env = project.env(EXAMPLE_MAKE_SECONDS="0.5", EXAMPLE_MAKE_LOG=str(log))
+    out = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--chunk-size", "1",
+                             "--max-parallel", "2", "--wait", env=env)
+    assert out["status"]["state"] == "done" and project.table_rows() == 16
+    made = makes(log)
+    assert len(made) == len(set(made)) == 16  # each key's make() once
+    (array,) = out["jobs"]
+    rows = chunk_rows(project, out["run_id"])
+    assert {r["state"] for r in rows} == {"done"}
+    makers = {r["job_id"] for r in rows}
+    assert makers <= {f"{array}_0", f"{array}_1"}  # the two tasks let run made every chunk
+    assert any(r["job_id"] != f"{array}_{r['chunk']}" for r in rows)
+    states = final_states(array, 16)
+    cancelled = [t for t, s in states.items() if s.startswith("CANCELLED")]
+    assert len(cancelled) >= 12, states  # never started: cancelled as not needed
+    assert all(states[m] == "COMPLETED" for m in makers), states
+    status = project.djhpc_json("status", str(out["run_id"]), env=env)
+    assert status["state"] == "done" and "failed" not in status["tasks"], status
+
+
+def test_the_local_executor_pulls_chunks_the_same_way(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "4")  # 16 keys
+    log = project.tmp / "makes.log"
+    env = project.env(EXAMPLE_MAKE_SECONDS="0.3", EXAMPLE_MAKE_LOG=str(log))
+    out = project.djhpc_json("submit", "MyTable", "-e", "local", "--chunk-size", "1",
+                             "--max-parallel", "2", "--wait", env=env)
+    assert out["status"]["state"] == "done" and project.table_rows() == 16
+    made = makes(log)
+    assert len(made) == len(set(made)) == 16
+    pids = {r["pid"] for r in chunk_rows(project, out["run_id"])}
+    assert len(pids) <= 3, pids  # two processes (a third if one started as the other ended)
+    logs = project.djhpc("logs", str(out["run_id"]), "--chunk", "15", env=env)
+    assert logs.returncode == 0 and "task-" in logs.stderr
