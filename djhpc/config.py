@@ -105,6 +105,10 @@ class Settings:
     max_mem: str | None = field(
         default=None, metadata=_help("the most memory an automatic escalation may ask for")
     )
+    max_continuations: int = field(
+        default=10, metadata=_help("attempts a run may add by itself for keys its tasks handed "
+                                   "back (time limits); 0 turns it off")
+    )
     max_escalations: int = field(
         default=2, metadata=_help("times a run may double the memory or time of tasks Slurm "
                                   "stopped for it; 0 turns it off")

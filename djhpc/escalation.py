@@ -1,4 +1,4 @@
-"""Tasks that Slurm stopped for memory or time, run again with more: the follow-up job.
+"""What a run does by itself once an attempt's tasks have ended: the follow-up job.
 
 With each attempt's arrays the Slurm executor submits one small follow-up job
 that starts once all of them have ended (`--dependency=afterany`). It reads
@@ -6,8 +6,11 @@ Slurm's accounting of the attempt's tasks (and keeps it for the sizing
 history); when some ended OUT_OF_MEMORY or TIMEOUT, it starts a new attempt of
 the same run for their unmade keys, with twice the memory or the time (up to
 `max_mem` or the partition's limit), and a follow-up for that attempt in turn.
-A run thus heals without the user and without a daemon; status shows each
-escalation and why. A key that runs out of memory (or time) even at the cap,
+Keys handed back unmade (a task stopped at its time limit with its requeues
+spent, or cancelled as surplus before it started) go on in a continuation
+attempt with the same resources, up to `max_continuations` attempts. A run
+thus completes and heals without the user and without a daemon; status shows
+each escalation and why. A key that runs out of memory (or time) even at the cap,
 or after `max_escalations`, becomes that key's error, naming what it had; the rest of
 its chunk is left for `djhpc retry`.
 
@@ -25,14 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from djhpc.ledger import ChunkRecord
 from djhpc.resources import Resources, format_duration, format_mb
-from djhpc.sizing import Escalation, escalate
+from djhpc.sizing import CONTINUED, Escalation, escalate
 from djhpc.states import ChunkState, TaskState
 
 log = logging.getLogger(__name__)
 
 REASONS = {TaskState.OUT_OF_MEMORY: "out_of_memory", TaskState.TIMEOUT: "timeout"}
-MAX_ATTEMPTS = 12  # a run never goes on by itself beyond this many attempts
+HANDED_BACK = "handed_back"  # keys a task gave back unmade: they go on as they were
+NOT_ITS_FAULT = (TaskState.CANCELLED, TaskState.PREEMPTED, TaskState.NODE_FAIL)
 SACCT_WAIT_S = 120.0  # for Slurm's accounting to record every end
 
 
@@ -57,13 +62,14 @@ class Decision:
 
 
 def decide(res: Resources, stopped: Sequence[Stopped], *, attempt: int, escalated: int,
-           max_escalations: int, max_mem_mb: float | None,
-           max_time_s: float | None) -> Decision:
+           max_escalations: int, max_mem_mb: float | None, max_time_s: float | None,
+           continuations_left: int = 0) -> Decision:
     """More memory or time for the next attempt, where the caps allow; else the key at
-    fault becomes an error."""
+    fault becomes an error. Keys handed back go on as they were, while the run may
+    continue (`continuations_left`)."""
     raised: dict[str, Resources] = {}
     current = res
-    for reason in sorted({s.reason for s in stopped}):
+    for reason in sorted({s.reason for s in stopped} - {HANDED_BACK}):
         more = None
         if escalated + len(raised) < max_escalations:
             more = escalate(current, reason, max_mem_mb=max_mem_mb, max_time_s=max_time_s)
@@ -75,9 +81,14 @@ def decide(res: Resources, stopped: Sequence[Stopped], *, attempt: int, escalate
                    chunks=tuple(s.chunk for s in stopped if s.reason == reason),
                    before=_amount(res, reason), after=_amount(raised[reason], reason))
         for reason in raised]
-    ranges, culprits = [], []
+    ranges, culprits, continued = [], [], []
     for s in stopped:
         if s.first_unmade is None:
+            continue
+        if s.reason == HANDED_BACK:
+            if continuations_left > 0:
+                ranges.append((s.first_unmade, s.hi))
+                continued.append(s.chunk)
             continue
         if s.reason in raised:
             ranges.append((s.first_unmade, s.hi))
@@ -85,8 +96,9 @@ def decide(res: Resources, stopped: Sequence[Stopped], *, attempt: int, escalate
         # The rest of its chunk waits for `djhpc retry`, which the user runs with more.
         culprits.append((s.chunk, s.first_unmade, _fault(res, s.reason, escalated,
                                                          max_escalations)))
-    if attempt >= MAX_ATTEMPTS:
-        ranges = []
+    if continued:
+        escalations.append(Escalation(attempt=attempt + 1, reason=CONTINUED,
+                                      chunks=tuple(continued), before="", after=""))
     return Decision(resources=current, ranges=ranges, escalations=escalations, culprits=culprits)
 
 
@@ -136,17 +148,34 @@ def follow_up(job: FollowUp) -> dict[str, Any]:
     if run.cancelled or run.attempts != job.attempt:
         return {"escalated": False, "why": "the run was cancelled or retried meanwhile"}
     views = _accounted(ledger, run, status)
-    chunks = [c for c in ledger.chunks(run.run_id, attempt=job.attempt)]
-    stopped = [Stopped(chunk=c.chunk, reason=REASONS[v.state], hi=c.hi,
-                       first_unmade=ledger.first_unmade(run, c))
-               for c in chunks
-               if (v := views.get((run.run_id, c.chunk))) is not None and v.state in REASONS
-               and c.state not in (ChunkState.DONE, ChunkState.CANCELLED)]
+    stopped = []
+    for c in ledger.chunks(run.run_id, attempt=job.attempt):
+        reason = _reason(c, views.get((run.run_id, c.chunk)))
+        if reason:
+            stopped.append(Stopped(chunk=c.chunk, reason=reason, hi=c.hi,
+                                   first_unmade=ledger.first_unmade(run, c)))
     if not stopped:
-        return {"escalated": False, "why": "no task ran out of memory or time"}
+        return {"escalated": False, "why": "every chunk was made or failed on its own"}
     settings, sources = load(cwd=Path(job.workdir))
     ctx = lifecycle.Context(settings=settings, sources=sources, conn=conn, ledger=ledger)
     return lifecycle.escalate(ctx, run, stopped)
+
+
+def _reason(chunk: ChunkRecord, view: Any) -> str | None:
+    """Why a chunk of an ended attempt has keys to go on with, if it has."""
+    if chunk.state in (ChunkState.DONE, ChunkState.CANCELLED):
+        return None
+    if view is not None and view.state in REASONS:
+        return REASONS[view.state]
+    # Handed back at the time limit without making one key: its key needs more time.
+    if chunk.state == ChunkState.INTERRUPTED and chunk.n_done + chunk.n_error == 0:
+        return "timeout"
+    # Handed back (a signal, the time limit), or its task stopped by others (cancelled as
+    # surplus, preempted, its node failed); not a task that died of its own make().
+    if chunk.state == ChunkState.INTERRUPTED or (
+            chunk.state == ChunkState.LOST and view is not None and view.state in NOT_ITS_FAULT):
+        return HANDED_BACK
+    return None
 
 
 def _accounted(ledger: Any, run: Any, status: Any) -> Mapping[tuple[int, int], Any]:

@@ -321,7 +321,8 @@ def _launch(ctx: Context, placement: Placement, run_id: int | None, run_dir: Pat
                   python=kept.get("python", s.python),
                   signal_delay=int(kept.get("signal_delay", s.signal_delay)),
                   max_requeues=int(kept.get("requeue", s.requeue)),
-                  follow_up=int(kept.get("max_escalations", s.max_escalations)) > 0)
+                  follow_up=(int(kept.get("max_escalations", s.max_escalations))
+                             + int(kept.get("max_continuations", s.max_continuations))) > 0)
 
 
 def dry_run(ctx: Context, prepared: Prepared) -> Submission:
@@ -368,6 +369,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "max_array_size": placement.max_array_size, "submitter_pid": os.getpid(),
         "make_kwargs": s.make_kwargs, "sizing": prepared.sizing.to_json(),
         "max_escalations": s.max_escalations, "max_mem": s.max_mem,
+        "max_continuations": s.max_continuations,
         "max_time_s": load_rules(s.profile, ctx.project_dir).max_time_s,
     }
     _check_before_recording(ctx, prepared, run_settings)
@@ -717,9 +719,11 @@ def escalate(ctx: Context, run: RunRecord, stopped: Sequence[escalation.Stopped]
     times = [t for t in (kept.get("max_time_s"), part.max_time_s if part else None) if t]
     done = kept.get("escalations") or []
     decision = escalation.decide(
-        res, stopped, attempt=run.attempts, escalated=len(done),
+        res, stopped, attempt=run.attempts,
+        escalated=sum(1 for e in done if e["reason"] != sizing_.CONTINUED),
         max_escalations=int(kept.get("max_escalations", 2)),
-        max_mem_mb=max_mem or min(part_mem, default=None), max_time_s=min(times, default=None))
+        max_mem_mb=max_mem or min(part_mem, default=None), max_time_s=min(times, default=None),
+        continuations_left=int(kept.get("max_continuations", 10)) - (run.attempts - 1))
     chunks = {c.chunk: c for c in ledger.chunks(run.run_id, attempt=run.attempts)}
     for chunk, seq, why in decision.culprits:
         ledger.fail_key(run, chunks[chunk], seq, why)

@@ -212,20 +212,26 @@ def size(history: History | None, res: Resources, *, given: Sequence[str], n_key
     return replace(res, mem_mb=mem, time_s=time_s), chunk, sizing
 
 
+CONTINUED = "continued"  # an attempt for keys handed back, with the same resources
+
+
 @dataclass(frozen=True, kw_only=True)
 class Escalation:
-    """One automatic change of a run's resources after Slurm stopped its tasks."""
+    """One attempt a run added by itself: more memory or time after Slurm stopped its
+    tasks, or a continuation of keys its tasks handed back."""
 
     attempt: int  # the attempt that ran with more
-    reason: str  # "out_of_memory" | "timeout"
+    reason: str  # "out_of_memory" | "timeout" | CONTINUED
     chunks: tuple[int, ...]
     before: str
     after: str
 
     def describe(self) -> str:
-        what = "out of memory" if self.reason == "out_of_memory" else "out of time"
         chunks = ", ".join(map(str, self.chunks[:6])) + ("…" if len(self.chunks) > 6 else "")
         label = "chunk" if len(self.chunks) == 1 else "chunks"
+        if self.reason == CONTINUED:
+            return f"{label} {chunks}: keys handed back, continued (attempt {self.attempt})"
+        what = "out of memory" if self.reason == "out_of_memory" else "out of time"
         return f"{label} {chunks}: {what} at {self.before} → {self.after} (attempt {self.attempt})"
 
     def to_json(self) -> dict[str, Any]:

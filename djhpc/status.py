@@ -230,7 +230,9 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
     # follow-up job may yet start another attempt for them.
     follow_up = views.get((run.run_id, FOLLOW_UP))
     following = (state.final and not run.cancelled and follow_up is not None and follow_up.alive
-                 and any(v.task_state in ESCALATED_TASK_STATES for v in chunk_views))
+                 and (any(v.task_state in ESCALATED_TASK_STATES for v in chunk_views)
+                      or any(c.state in (ChunkState.INTERRUPTED, ChunkState.LOST)
+                             for c in latest)))
     if following:
         state = RunState.RUNNING
     task_counts = Counter(v.task_state or "unknown" for v in chunk_views)
@@ -258,7 +260,7 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
 
 ESCALATED_TASK_STATES = (TaskState.OUT_OF_MEMORY, TaskState.TIMEOUT)
 FOLLOWING_HINT = ["its tasks have ended; the run's follow-up job is looking at those Slurm "
-                  "stopped for memory or time, to run them again with more"]
+                  "stopped for memory or time and at keys handed back, to go on with them"]
 
 
 def pending_hints(views: Sequence[ChunkView], account: str | None = None) -> list[str]:

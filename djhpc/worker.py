@@ -1,4 +1,4 @@
-"""What runs inside a task: populate exactly one chunk's keys.
+"""What runs inside a task: populate its chunk's keys, then pull more chunks.
 
 The same `run_chunk` runs under every executor (a Slurm array task through
 submitit, a local process, or in-process for debugging):
@@ -10,7 +10,10 @@ submitit, a local process, or in-process for debugging):
    transaction, as DataJoint's own `populate()` does, skipping keys already made;
 5. report progress and errors to the ledger every few seconds, not per key;
 6. on Slurm's warning signal (USR2) or SIGTERM, stop between keys, or interrupt
-   the current key when there is no time left; hand the rest back (requeue).
+   the current key when there is no time left; hand the rest back (requeue);
+   never start a key that would not end before the time limit (`Deadline`);
+7. claim the attempt's next chunk no task has started, and go on; the task
+   that finds none left cancels the run's tasks that have not started.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ HEARTBEAT_SECONDS = 30.0  # how often it says it is alive while one make() runs 
 TRANSIENT_RETRIES = 3  # per key, for deadlocks, lock waits and lost connections
 SIGTERM_GRACE = 0.0  # Slurm kills KillWait (often 30 s) after SIGTERM: stop at once
 USR2_MARGIN = 20.0  # seconds kept back from the warning signal's lead time
+TIME_LIMIT = "the time limit"  # why a task stops when the next key would not fit
 
 
 class Interrupted(BaseException):
@@ -122,6 +126,45 @@ class StopSignal:
         signal.setitimer(signal.ITIMER_REAL, grace)
 
 
+class Deadline:
+    """When the task's time runs out, and whether the next key still fits before it.
+
+    Read once when the task starts (Slurm: the task's time left; elsewhere
+    none). The next key is estimated at the longest this task has seen, or the
+    table's p95 from history before it has seen one; a key that would end
+    within the signal delay of the limit is not started, so USR2 finds no key
+    to cut short.
+    """
+
+    def __init__(self, time_left_s: float | None, reserve_s: float, history_p95_s: float | None,
+                 clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.end = None if time_left_s is None else clock() + time_left_s
+        self.reserve_s, self.longest = reserve_s, history_p95_s or 0.0
+
+    def measured(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+    def too_late(self) -> bool:
+        if self.end is None:
+            return False
+        return self.clock() + self.longest * KEY_MARGIN + self.reserve_s > self.end
+
+
+KEY_MARGIN = 1.2  # x the longest key seen, for the next one
+
+
+def _deadline(task: ChunkTask, lease: Lease | None) -> Deadline:
+    left = None
+    if task.slurm:
+        from djhpc.executors import slurm_tools
+
+        left = _safe(slurm_tools.current_time_left)
+    sizing = (lease.run.settings.get("sizing") or {}) if lease else {}
+    p95 = (sizing.get("key_seconds") or {}).get("p95")
+    return Deadline(left, reserve_s=float(task.signal_delay), history_p95_s=p95)
+
+
 def run_chunk(task: ChunkTask) -> dict[str, Any]:
     """Populate the task's chunk, then pull the attempt's next unstarted chunks until none
     is left or the task must stop; returns a summary (the ledger has the full record)."""
@@ -141,6 +184,7 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
         if lease is None:
             log.info("Chunk %s of run %s is taken or finished: pulling the next one",
                      task.chunk, task.run_id)
+        deadline = _deadline(task, lease)
         while True:
             lease = lease or (None if stop.requested else Lease.claim_next(
                 ledger, task.run_id, attempt, job_id=job_id, host=host, pid=pid))
@@ -149,9 +193,9 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
             first = first or lease
             if lease.chunk.chunk != task.chunk:
                 log.info("Pulled chunk %s of run %s", lease.chunk.chunk, task.run_id)
-            outcome = _one_chunk(task, lease, stop)
+            outcome = _one_chunk(task, lease, stop, deadline)
             made.append(outcome)
-            if outcome.interrupted:
+            if outcome.interrupted or deadline.too_late():
                 break
             lease = None
     if first is not None:
@@ -162,10 +206,10 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
     return _summary(made)
 
 
-def _one_chunk(task: ChunkTask, lease: Lease, stop: StopSignal) -> Outcome:
+def _one_chunk(task: ChunkTask, lease: Lease, stop: StopSignal, deadline: Deadline) -> Outcome:
     try:
         with Heartbeat(task.ledger_schema, lease.run.run_id, lease.chunk.chunk):
-            return _populate_chunk(task, lease, stop)
+            return _populate_chunk(task, lease, stop, deadline)
     except BaseException as error:
         # Anything that escapes (an import error, a lost ledger) fails the chunk
         # with its reason on record rather than leaving it "running".
@@ -252,7 +296,8 @@ def _slurm_task_id(task: ChunkTask) -> str | None:
     return slurm_tools.current_task_id()
 
 
-def _populate_chunk(task: ChunkTask, lease: Lease, stop: StopSignal) -> Outcome:
+def _populate_chunk(task: ChunkTask, lease: Lease, stop: StopSignal,
+                    deadline: Deadline) -> Outcome:
     run = lease.run
     cls = Target.from_ref(run.target, run.paths).load()
     table = cls()
@@ -270,13 +315,13 @@ def _populate_chunk(task: ChunkTask, lease: Lease, stop: StopSignal) -> Outcome:
         log.warning(note)
         _safe(lambda: lease.add_errors([({}, note, "")]))
     try:
-        return _make_chunk(task, lease, table, keys, mine, stop)
+        return _make_chunk(task, lease, table, keys, mine, stop, deadline)
     finally:
         _safe(lambda: dj.release(table))
 
 
 def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, Any]],
-                mine: set[int], stop: StopSignal) -> Outcome:
+                mine: set[int], stop: StopSignal, deadline: Deadline) -> Outcome:
     """Make the chunk's keys this task reserved, reporting as it goes; stop on a signal."""
     run = lease.run
     outcome = Outcome()
@@ -291,11 +336,13 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         pending_times.clear()
 
     for number, key in enumerate(keys, start=lease.chunk.lo):
+        if number - lease.chunk.lo not in mine:
+            continue
+        if not stop.requested and deadline.too_late():
+            stop.requested = TIME_LIMIT  # the key would not end before the limit
         if stop.requested:
             outcome.interrupted = True
             break
-        if number - lease.chunk.lo not in mine:
-            continue
         try:
             stop.in_key = True
             started, clock = datetime.now(timezone.utc).replace(tzinfo=None), time.monotonic()
@@ -308,6 +355,7 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
             stop.in_key = False
             signal.setitimer(signal.ITIMER_REAL, 0)
         pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
+        deadline.measured(time.monotonic() - clock)
         if error is None:
             outcome.done += 1
         else:
@@ -355,26 +403,28 @@ def _reserve(lease: Lease, table: Any, keys: list[dict[str, Any]]) -> set[int]:
 def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str) -> ChunkState:
     """Decide what becomes of a stopped chunk's remaining keys.
 
-    Under Slurm, within the requeue budget, the chunk is queued again: after
-    the time-limit warning (USR2) this task asks Slurm to requeue it; after
-    SIGTERM (cancel, preemption) Slurm requeues a preempted task itself, and a
-    cancelled one is found lost by `status`. Otherwise the keys wait for
-    `djhpc retry`. A cancelled run is never requeued.
+    Under Slurm, within the requeue budget, the chunk is queued again: at the
+    time limit (USR2, or the next key would not fit) this task asks Slurm to
+    requeue it; after SIGTERM (cancel, preemption) Slurm requeues a preempted
+    task itself, and a running task may pull the chunk. Otherwise the keys wait
+    for the run's follow-up job to continue them (or for `djhpc retry`). A
+    cancelled run is never requeued.
     """
     outcome.cancelled = _safe(lease.run_cancelled, default=True)
     again = (bool(lease.job_id) and not outcome.cancelled
              and lease.chunk.requeues < task.max_requeues)
-    outcome.requeue = again and signal_name == "SIGUSR2"
+    outcome.requeue = again and signal_name in ("SIGUSR2", TIME_LIMIT)
     return ChunkState.QUEUED if again else ChunkState.INTERRUPTED
 
 
 def _after_hand_back(lease: Lease, outcome: Outcome) -> str:
     """Requeue this task if that was decided; say what became of the keys, as it happened."""
     if outcome.state == ChunkState.INTERRUPTED:
-        return "cancelled" if outcome.cancelled else "left for `djhpc retry`"
+        return ("cancelled" if outcome.cancelled else
+                "handed back for the run's follow-up job (Slurm) or `djhpc retry`")
     if not outcome.requeue:  # SIGTERM: only Slurm knows whether it will run the task again
-        return ("handed back: Slurm requeues a preempted task; a cancelled one is found lost "
-                "and left for `djhpc retry`")
+        return ("handed back: Slurm requeues a preempted task; another task or the run's "
+                "follow-up goes on with a cancelled one's")
     if _requeue_self():
         return "requeued: Slurm runs this task again"
     # Slurm would not take the task back: leave the keys to `djhpc retry`.

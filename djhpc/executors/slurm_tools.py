@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -525,6 +526,25 @@ def current_task_id() -> str | None:
     if array_job and task:
         return f"{array_job}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def current_time_left() -> float | None:
+    """Seconds this task has left before its time limit; None outside Slurm or unlimited.
+
+    Slurm 23.02 and later put the end in the task's environment; older ones are asked
+    once with squeue.
+    """
+    job = current_task_id()
+    if not job:
+        return None
+    end = os.environ.get("SLURM_JOB_END_TIME", "")
+    if end.isdigit():
+        return float(end) - time.time()
+    left = call(["squeue", "-h", "-j", job, "-o", "%L"]).stdout.strip()
+    try:
+        return parse_duration(left)
+    except ValueError:  # "UNLIMITED", "NOT_SET", or the task is not listed
+        return None
 
 
 def requeue_current_task() -> bool:

@@ -194,13 +194,19 @@ def test_database_connection_killed_mid_run(slow: Project) -> None:
 
 @pytest.mark.once  # three minutes of Slurm's clock; nothing in it depends on DataJoint
 @pytest.mark.usefixtures("slurm")
-def test_time_limit_expiring_mid_run(project: Project) -> None:
+def test_a_run_whose_time_limit_is_too_short_completes_by_continuation(
+        project: Project) -> None:
     project.make_data("--sessions", "1", "--units", "12")  # 48 keys of 1.5 s: > 1 minute
-    env = project.env(EXAMPLE_MAKE_SECONDS="1.5", DJHPC_REQUEUE="1")
+    log = project.tmp / "makes.log"
+    env = project.env(EXAMPLE_MAKE_SECONDS="1.5", DJHPC_REQUEUE="1", EXAMPLE_MAKE_LOG=str(log))
     out = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--tasks", "1", "--time", "1",
-                             env=env)
-    report = settled(project, out["run_id"])
-    assert report["state"] == "incomplete" and report["keys"]["reserved"] == 0
+                             "--wait", env=env)
+    report = out["status"]
+    assert report["state"] == "done" and report["keys"]["done"] == 48, report
+    assert project.table_rows() == 48
+    made = log.read_text().splitlines()
+    assert len(made) == 48  # no make() cut short and started again: each key once
+    assert report["attempts"] >= 2 and report["escalations"][0]["reason"] == "continued"
     messages = history(project, out["run_id"])
-    assert any("Interrupted by SIGUSR2" in m for m in messages), messages
-    assert_complete_after_retry(project, out["run_id"], 48)
+    # Stopped before a key that would not end in time, requeued once, then continued.
+    assert any("Interrupted by the time limit" in m for m in messages), messages

@@ -114,7 +114,9 @@ def sacct_states(array: str) -> dict[str, list[str]]:
 @pytest.mark.usefixtures("slurm")
 def test_the_task_holding_the_arrays_own_id_requeues_only_itself(pieces: Project) -> None:
     log = pieces.tmp / "makes.log"
-    env = pieces.env(EXAMPLE_MAKE_LOG=str(log), DJHPC_REQUEUE="1")
+    # Requeues alone: no follow-up job giving the stuck key more time or going on with it.
+    env = pieces.env(EXAMPLE_MAKE_LOG=str(log), DJHPC_REQUEUE="1", DJHPC_MAX_ESCALATIONS="0",
+                     DJHPC_MAX_CONTINUATIONS="0")
     out = pieces.djhpc_json("submit", "pieces.Cut", "-e", "slurm", "--chunk-size", "1",
                             "--time", "1", env=env)
     (array,) = out["jobs"]

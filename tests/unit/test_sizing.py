@@ -139,3 +139,18 @@ def test_at_the_cap_the_key_at_fault_is_its_error() -> None:
                   attempt=1, escalated=0, max_escalations=2, max_mem_mb=None, max_time_s=None)
     assert (both.resources.mem_mb, both.resources.time_s) == (4096, 1200)
     assert both.ranges == [(10, 12), (15, 20)]
+
+
+def test_a_task_starts_no_key_that_would_end_within_the_signal_delay() -> None:
+    from djhpc.worker import Deadline
+
+    now = [0.0]
+    deadline = Deadline(100.0, reserve_s=30.0, history_p95_s=None, clock=lambda: now[0])
+    assert not deadline.too_late()  # nothing measured yet: 0 s + 30 s < 100 s
+    deadline.measured(20.0)
+    now[0] = 45.0
+    assert not deadline.too_late()  # 45 + 24 + 30 = 99
+    now[0] = 47.0
+    assert deadline.too_late()
+    assert not Deadline(None, reserve_s=30.0, history_p95_s=5.0).too_late()  # no limit
+    assert Deadline(60.0, reserve_s=30.0, history_p95_s=30.0).too_late()  # history says no
