@@ -141,16 +141,39 @@ def test_at_the_cap_the_key_at_fault_is_its_error() -> None:
     assert both.ranges == [(10, 12), (15, 20)]
 
 
-def test_a_task_starts_no_key_that_would_end_within_the_signal_delay() -> None:
-    from djhpc.worker import Deadline
 
-    now = [0.0]
-    deadline = Deadline(100.0, reserve_s=30.0, history_p95_s=None, clock=lambda: now[0])
-    assert not deadline.too_late()  # nothing measured yet: 0 s + 30 s < 100 s
-    deadline.measured(20.0)
-    now[0] = 45.0
-    assert not deadline.too_late()  # 45 + 24 + 30 = 99
-    now[0] = 47.0
-    assert deadline.too_late()
-    assert not Deadline(None, reserve_s=30.0, history_p95_s=5.0).too_late()  # no limit
-    assert Deadline(60.0, reserve_s=30.0, history_p95_s=30.0).too_late()  # history says no
+def test_what_a_follow_up_does_with_each_chunk() -> None:
+    from djhpc.escalation import HANDED_BACK, _reason
+    from djhpc.executors import TaskView
+    from djhpc.ledger import ChunkRecord
+    from djhpc.states import ChunkState, TaskState
+
+    def chunk(state: ChunkState, done: int = 0) -> ChunkRecord:
+        return ChunkRecord(run_id=1, chunk=0, attempt=1, lo=0, hi=10, state=state, n_done=done)
+
+    def seen(state: TaskState) -> TaskView:
+        return TaskView(state=state)
+
+    assert _reason(chunk(ChunkState.LOST), seen(TaskState.OUT_OF_MEMORY)) == "out_of_memory"
+    assert _reason(chunk(ChunkState.LOST), seen(TaskState.TIMEOUT)) == "timeout"
+    assert _reason(chunk(ChunkState.INTERRUPTED, done=3), seen(TaskState.COMPLETED)) == HANDED_BACK
+    assert _reason(chunk(ChunkState.INTERRUPTED), seen(TaskState.COMPLETED)) == "timeout"
+    assert _reason(chunk(ChunkState.LOST, done=2), seen(TaskState.CANCELLED)) == HANDED_BACK
+    assert _reason(chunk(ChunkState.LOST, done=2), seen(TaskState.FAILED)) is None  # its make()
+    assert _reason(chunk(ChunkState.DONE, done=10), seen(TaskState.TIMEOUT)) is None
+    assert _reason(chunk(ChunkState.FAILED, done=9), None) is None
+
+
+def test_keys_handed_back_go_on_with_the_same_resources_while_continuations_last() -> None:
+    from djhpc.escalation import HANDED_BACK, Stopped, decide
+
+    res = Resources(time_s=600, mem_mb=1024)
+    back = [Stopped(chunk=2, reason=HANDED_BACK, hi=30, first_unmade=25)]
+    go_on = decide(res, back, attempt=1, escalated=0, max_escalations=2, max_mem_mb=None,
+                   max_time_s=None, continuations_left=1)
+    assert go_on.resources == res and go_on.ranges == [(25, 30)] and not go_on.culprits
+    assert go_on.escalations[0].describe() == (
+        "chunk 2: keys handed back, continued (attempt 2)")
+    spent = decide(res, back, attempt=11, escalated=0, max_escalations=2, max_mem_mb=None,
+                   max_time_s=None, continuations_left=0)
+    assert not spent.ranges and not spent.escalations

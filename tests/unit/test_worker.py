@@ -47,3 +47,18 @@ def test_a_key_that_ends_within_the_grace_time_is_not_interrupted() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         time.sleep(0.6)
         assert stop.requested == "SIGUSR2"
+
+
+def test_a_task_starts_no_key_that_would_end_within_the_signal_delay() -> None:
+    from djhpc.worker import Deadline
+
+    now = [0.0]
+    deadline = Deadline(100.0, reserve_s=30.0, history_p95_s=None, clock=lambda: now[0])
+    assert not deadline.too_late()  # nothing measured yet: 0 s + 30 s < 100 s
+    deadline.measured(20.0)
+    now[0] = 45.0
+    assert not deadline.too_late()  # 45 + 24 + 30 = 99
+    now[0] = 47.0
+    assert deadline.too_late()
+    assert not Deadline(None, reserve_s=30.0, history_p95_s=5.0).too_late()  # no limit
+    assert Deadline(60.0, reserve_s=30.0, history_p95_s=30.0).too_late()  # history says no
