@@ -19,6 +19,7 @@ they are summed over the tasks of a run and set against the slot time
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -172,7 +173,9 @@ def run(bench: Bench) -> Outcome:
                 "import_s": round(result.value["import_s"], 2)}
 
     baselines = [single_process()]
-    slot_counts = (8,) if bench.quick else SLOTS  # --quick: no curve, the target's point only
+    # --quick, or P4_SLOTS=8: no curve, the target's point only.
+    slot_counts = (8,) if bench.quick else tuple(
+        int(s) for s in os.environ.get("P4_SLOTS", ",".join(map(str, SLOTS))).split(","))
     configs: list[tuple[str, list[str], int]] = [
         (f"{s} slots", ["--max-parallel", str(s)], s) for s in slot_counts]
     configs += [(f"{s} slots, --tasks {s}", ["--max-parallel", str(s), "--tasks", str(s)], s)

@@ -735,7 +735,7 @@ def escalate(ctx: Context, run: RunRecord, stopped: Sequence[escalation.Stopped]
                           max_parallel=kept.get("max_parallel"),
                           max_array_size=kept.get("max_array_size"))
     attempt = run.attempts + 1
-    size = _run_chunk_size(ledger, run)
+    size = _fitting_chunk_size(ledger, run, decision.resources)
     plan_settings = ctx.settings.replace(chunk_size=size, tasks=None)
     new = ledger.repend(run, attempt, _chunking(plan_settings, placement), decision.ranges)
     if not new:
@@ -752,6 +752,22 @@ def escalate(ctx: Context, run: RunRecord, stopped: Sequence[escalation.Stopped]
         log.warning("Run %s, %s", run.run_id, e.describe())
     return {"escalated": True, "attempt": attempt, "jobs": jobs,
             "escalations": [e.to_json() for e in decision.escalations]}
+
+
+def _fitting_chunk_size(ledger: Ledger, run: RunRecord, res: Resources) -> int | None:
+    """Keys per chunk of an attempt the run adds by itself: no more than it was planned
+    with, and no more than a task can make before its time limit at the p95 key time
+    measured so far."""
+    planned = _run_chunk_size(ledger, run)
+    seconds = ledger.history(run.table_name).seconds
+    if seconds is None or seconds.p95 <= 0:
+        return planned
+    usable = res.time_s - resources.warning_delay(res, int(run.settings.get("signal_delay", 120)))
+    fits = max(1, int((usable - START_S) // (seconds.p95 * sizing_.KEY_MARGIN)))
+    return min(planned, fits) if planned else fits
+
+
+START_S = 15.0  # a task's start: Python, imports, connecting, claiming
 
 
 def _run_chunk_size(ledger: Ledger, run: RunRecord) -> int | None:

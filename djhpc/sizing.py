@@ -23,6 +23,7 @@ TIME_MARGIN = 1.5  # x the time the chunk's keys take at the p95 per-key duratio
 TASK_OVERHEAD_S = 120.0  # start-up, connecting, the last report, on a busy node
 MAX_CHUNK = 1000  # keys; as the plan's own default
 MAX_ESCALATION_FACTOR = 2.0  # memory or time, per escalation
+KEY_MARGIN = 1.2  # a task starts a key only if this x the longest key seen still fits
 
 
 @dataclass(frozen=True, kw_only=True)

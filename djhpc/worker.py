@@ -34,6 +34,7 @@ from typing import Any
 
 from djhpc import dj
 from djhpc.ledger import Error, KeyTime, Lease, Ledger
+from djhpc.sizing import KEY_MARGIN
 from djhpc.states import ChunkState
 from djhpc.target import Target
 
@@ -149,9 +150,6 @@ class Deadline:
         if self.end is None:
             return False
         return self.clock() + self.longest * KEY_MARGIN + self.reserve_s > self.end
-
-
-KEY_MARGIN = 1.2  # x the longest key seen, for the next one
 
 
 def _deadline(task: ChunkTask, lease: Lease | None) -> Deadline:
@@ -403,17 +401,18 @@ def _reserve(lease: Lease, table: Any, keys: list[dict[str, Any]]) -> set[int]:
 def _hand_back(task: ChunkTask, lease: Lease, outcome: Outcome, signal_name: str) -> ChunkState:
     """Decide what becomes of a stopped chunk's remaining keys.
 
-    Under Slurm, within the requeue budget, the chunk is queued again: at the
-    time limit (USR2, or the next key would not fit) this task asks Slurm to
-    requeue it; after SIGTERM (cancel, preemption) Slurm requeues a preempted
+    Under Slurm, within the requeue budget, the chunk is queued again: after
+    the time-limit warning (USR2) this task asks Slurm to requeue it; after SIGTERM (cancel, preemption) Slurm requeues a preempted
     task itself, and a running task may pull the chunk. Otherwise the keys wait
     for the run's follow-up job to continue them (or for `djhpc retry`). A
     cancelled run is never requeued.
     """
     outcome.cancelled = _safe(lease.run_cancelled, default=True)
-    again = (bool(lease.job_id) and not outcome.cancelled
+    # Stopped before a key that would not fit: the follow-up job continues the keys
+    # at once in a new attempt, sooner than Slurm starts a requeued task (~2 minutes).
+    again = (bool(lease.job_id) and not outcome.cancelled and signal_name != TIME_LIMIT
              and lease.chunk.requeues < task.max_requeues)
-    outcome.requeue = again and signal_name in ("SIGUSR2", TIME_LIMIT)
+    outcome.requeue = again and signal_name == "SIGUSR2"
     return ChunkState.QUEUED if again else ChunkState.INTERRUPTED
 
 
