@@ -297,13 +297,14 @@ def _chunking(settings: Settings, placement: Placement) -> Callable[[int], list[
     local = placement.executor in ("local", "debug")
     parallel_default = (placement.max_parallel or executors.default_parallel()) if local else None
 
-    learned = placement.chunk_size  # from history: beats a chunk size from a file
+    # From history: the most keys a task may take on at once within its time. Tasks
+    # pull chunk after chunk, so smaller chunks than that cost little and balance.
+    learned = placement.chunk_size
 
     def chunks(n_keys: int) -> list[plan.Chunk]:
-        size = plan.chunk_size(n_keys, size=learned or settings.chunk_size,
-                               tasks=None if learned else settings.tasks,
+        size = plan.chunk_size(n_keys, size=settings.chunk_size, tasks=settings.tasks,
                                parallel_default=parallel_default)
-        return plan.split(n_keys, size)
+        return plan.split(n_keys, min(size, learned) if learned else size)
 
     return chunks
 
