@@ -191,6 +191,9 @@ class SlurmExecutor:
             log.warning("No follow-up job for run %s (tasks stopped for memory or time will "
                         "wait for `djhpc retry`): %s", launch.run_id, error)
             return None
+        except BaseException:  # Ctrl-C: the run is being removed, so are its arrays
+            self._cancel_ids(arrays)
+            raise
 
     def _submit_array_retrying(self, executor: submitit.SlurmExecutor,
                                tasks: list[Any]) -> list[str]:
