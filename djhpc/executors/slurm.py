@@ -167,7 +167,7 @@ class SlurmExecutor:
 
         It asks for little (one CPU, 512M, 10 minutes) from the tasks' own partition
         and account. A follow-up that cannot be submitted only costs the run its
-        automatic escalation: the tasks run regardless.
+        automatic escalation and continuation: the tasks run regardless.
         """
         arrays = self.job_ids(jobs)
         if not launch.follow_up or launch.run_id is None or not arrays:
@@ -188,8 +188,8 @@ class SlurmExecutor:
         try:
             return self._submit_array_retrying(executor, [payload])[0]
         except UsageError as error:
-            log.warning("No follow-up job for run %s (tasks stopped for memory or time will "
-                        "wait for `djhpc retry`): %s", launch.run_id, error)
+            log.warning("No follow-up job for run %s (keys of tasks stopped for memory or time, "
+                        "or handed back, will wait for `djhpc retry`): %s", launch.run_id, error)
             return None
         except BaseException:  # Ctrl-C: the run is being removed, so are its arrays
             self._cancel_ids(arrays)
