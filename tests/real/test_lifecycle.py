@@ -208,5 +208,7 @@ def test_a_run_whose_time_limit_is_too_short_completes_by_continuation(
     assert len(made) == 48  # no make() cut short and started again: each key once
     assert report["attempts"] >= 2 and report["escalations"][0]["reason"] == "continued"
     messages = history(project, out["run_id"])
-    # Stopped before a key that would not end in time, requeued once, then continued.
-    assert any("Interrupted by the time limit" in m for m in messages), messages
+    # Stopped before a key that would not end in time, or by Slurm's warning (USR2 comes
+    # up to 30 s earlier than asked for), then continued.
+    assert any(m.startswith(("Interrupted by the time limit", "Interrupted by SIGUSR2"))
+               for m in messages), messages
