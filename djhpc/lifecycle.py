@@ -147,6 +147,7 @@ class Prepared:
     placement: Placement
     warnings: list[str]
     sizing: Sizing
+    max_time_s: float | None  # the profile's longest walltime, for escalations to keep to
 
 
 # --- submit ------------------------------------------------------------------------
@@ -183,7 +184,8 @@ def prepare(ctx: Context, target_text: str, restrictions: Sequence[str]) -> Prep
     _check_partition(placement)
     return Prepared(target=target, table=table, restrictions=list(restrictions),
                     pending_sql=pending_sql, all_pending_sql=all_pending_sql,
-                    key_attrs=key_attrs, placement=placement, warnings=warnings, sizing=sizing)
+                    key_attrs=key_attrs, placement=placement, warnings=warnings, sizing=sizing,
+                    max_time_s=rules.max_time_s)
 
 
 def _sized(ctx: Context, placement: Placement, table: Any, rule_max_time_s: float | None,
@@ -371,7 +373,7 @@ def submit(ctx: Context, prepared: Prepared) -> Submission:
         "make_kwargs": s.make_kwargs, "sizing": prepared.sizing.to_json(),
         "max_escalations": s.max_escalations, "max_mem": s.max_mem,
         "max_continuations": s.max_continuations,
-        "max_time_s": load_rules(s.profile, ctx.project_dir).max_time_s,
+        "max_time_s": prepared.max_time_s,
     }
     _check_before_recording(ctx, prepared, run_settings)
     run, held = ledger.record_run(

@@ -42,16 +42,22 @@ def final_states(array: str, tasks: int) -> dict[str, str]:
         time.sleep(1)
 
 
-@pytest.mark.usefixtures("slurm")
-def test_tasks_pull_chunks_and_cancel_the_tasks_not_needed(project: Project) -> None:
+def pulled_run(project: Project, executor: str, seconds: str) -> tuple[Any, dict[str, str]]:
+    """16 keys in chunks of one, two tasks at once, to the end; each key's make() once."""
     project.make_data("--sessions", "1", "--units", "4")  # 16 keys
     log = project.tmp / "makes.log"
-    env = project.env(EXAMPLE_MAKE_SECONDS="0.5", EXAMPLE_MAKE_LOG=str(log))
-    out = project.djhpc_json("submit", "MyTable", "-e", "slurm", "--chunk-size", "1",
+    env = project.env(EXAMPLE_MAKE_SECONDS=seconds, EXAMPLE_MAKE_LOG=str(log))
+    out = project.djhpc_json("submit", "MyTable", "-e", executor, "--chunk-size", "1",
                              "--max-parallel", "2", "--wait", env=env)
     assert out["status"]["state"] == "done" and project.table_rows() == 16
     made = makes(log)
     assert len(made) == len(set(made)) == 16  # each key's make() once
+    return out, env
+
+
+@pytest.mark.usefixtures("slurm")
+def test_tasks_pull_chunks_and_cancel_the_tasks_not_needed(project: Project) -> None:
+    out, env = pulled_run(project, "slurm", "0.5")
     (array,) = out["jobs"]
     rows = chunk_rows(project, out["run_id"])
     assert {r["state"] for r in rows} == {"done"}
@@ -67,14 +73,7 @@ def test_tasks_pull_chunks_and_cancel_the_tasks_not_needed(project: Project) -> 
 
 
 def test_the_local_executor_pulls_chunks_the_same_way(project: Project) -> None:
-    project.make_data("--sessions", "1", "--units", "4")  # 16 keys
-    log = project.tmp / "makes.log"
-    env = project.env(EXAMPLE_MAKE_SECONDS="0.3", EXAMPLE_MAKE_LOG=str(log))
-    out = project.djhpc_json("submit", "MyTable", "-e", "local", "--chunk-size", "1",
-                             "--max-parallel", "2", "--wait", env=env)
-    assert out["status"]["state"] == "done" and project.table_rows() == 16
-    made = makes(log)
-    assert len(made) == len(set(made)) == 16
+    out, env = pulled_run(project, "local", "0.3")
     pids = {r["pid"] for r in chunk_rows(project, out["run_id"])}
     assert len(pids) <= 3, pids  # two processes (a third if one started as the other ended)
     logs = project.djhpc("logs", str(out["run_id"]), "--chunk", "15", env=env)
