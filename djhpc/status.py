@@ -22,7 +22,7 @@ from typing import Any
 
 from djhpc import backoff, dj, executors, liveness
 from djhpc.allocation import explain_reason
-from djhpc.executors import FOLLOW_UP, Observed, TaskView
+from djhpc.executors import FOLLOW_UP, RUN_TASKS, Observed, TaskView
 from djhpc.executors.slurm_tools import TaskInfo, pending_reason_text
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
 from djhpc.sizing import History, TaskUsage
@@ -242,8 +242,7 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
     finished = max(ended) if state.final and ended else None
     if state == RunState.CANCELLED and run.finished:
         finished = run.finished
-    accounted = [v.accounting for c in chunks
-                 if (v := views.get((run.run_id, c.chunk))) and v.accounting]
+    accounted = run_tasks(run, chunks, views)
     rate, eta = _rate(keys, started, finished, stamp)
     eff = efficiency(accounted)
     return RunReport(
@@ -256,6 +255,17 @@ def build_report(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed,
                                + (FOLLOWING_HINT if following else [])),
         chunks=chunk_views, billing_hours=billing_hours(accounted), account=run_account(run),
         escalations=list(run.settings.get("escalations") or []))
+
+
+def run_tasks(run: RunRecord, chunks: Sequence[ChunkRecord], views: Observed) -> list[TaskInfo]:
+    """The scheduler's record of each task the run started, once each: every task of its
+    jobs where the executor sees them, else the tasks its chunks name."""
+    every = views.get((run.run_id, RUN_TASKS))
+    if every is not None:
+        return list(every.tasks)
+    named = {v.accounting.job_id: v.accounting for c in chunks
+             if (v := views.get((run.run_id, c.chunk))) and v.accounting}
+    return list(named.values())
 
 
 ESCALATED_TASK_STATES = (TaskState.OUT_OF_MEMORY, TaskState.TIMEOUT)
@@ -450,9 +460,13 @@ class SlurmPoll:
         views = executors.observe(chunks, ask_scheduler=due)
         if due:
             self.asked_at = self.clock()
-            self.seen = {k: v for k, v in views.items() if v.accounting is not None}
+            self.seen = {k: v for k, v in views.items() if v.accounting is not None or v.tasks}
         else:
-            views.update({k: v for k, v in self.seen.items() if k in views})
+            # Its word on the runs' chunks, and on their follow-ups and tasks (FOLLOW_UP,
+            # RUN_TASKS: keys only an asked scheduler adds).
+            watched = {r.run_id for r in runs}
+            views.update({k: v for k, v in self.seen.items()
+                          if k in views or (k[0] in watched and k[1] < 0)})
         return views
 
 

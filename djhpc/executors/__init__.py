@@ -82,10 +82,14 @@ class TaskView:
     alive: bool = False  # seen alive: trusted over the ledger's silence
     gone: str | None = None  # the executor's evidence that the task ended without its chunk
     accounting: TaskInfo | None = None  # the scheduler's record: elapsed, memory, CPU
+    # Under RUN_TASKS only: the record of every task the run's jobs started, whichever
+    # chunks they worked on (tasks pull chunks, so a chunk names only its last task).
+    tasks: tuple[TaskInfo, ...] = ()
 
 
 Observed = dict[tuple[int, int], TaskView]  # (run_id, chunk) -> view
 FOLLOW_UP = -1  # the chunk number under which a run's follow-up job is observed
+RUN_TASKS = -2  # ... and under which every task of the run's jobs is, for what they cost
 
 
 class Executor(Protocol):

@@ -27,6 +27,7 @@ from djhpc.errors import UsageError
 from djhpc.executors import (
     FOLLOW_UP,
     GRACE,
+    RUN_TASKS,
     Accepted,
     Launch,
     Observed,
@@ -36,7 +37,7 @@ from djhpc.executors import (
 from djhpc.executors import slurm_tools as tools
 from djhpc.ledger import ChunkRecord, RunRecord, now
 from djhpc.resources import Resources, warning_delay
-from djhpc.states import TASK_STATE_OF_CHUNK
+from djhpc.states import TASK_STATE_OF_CHUNK, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +214,15 @@ class SlurmExecutor:
     def observe(self, chunks: Sequence[tuple[RunRecord, ChunkRecord]], *,
                 ask_scheduler: bool = True) -> Observed:
         """One squeue and one sacct call for every task of these chunks (and each run's
-        follow-up job, seen as chunk FOLLOW_UP)."""
+        follow-up job, seen as chunk FOLLOW_UP, and all tasks of its arrays, RUN_TASKS)."""
         runs = {run.run_id: run for run, _ in chunks}
         follow_ups = {i: job for i, run in runs.items() if (job := follow_up_of(run))}
-        arrays = sorted({array_of(j) for j in [*(c.job_id for _, c in chunks if c.job_id),
-                                                 *follow_ups.values()]})
+        run_arrays = {i: {*run.settings.get("jobs", []),
+                          *(array_of(c.job_id) for r, c in chunks
+                            if r.run_id == i and c.job_id and self.owns(c.job_id))}
+                      for i, run in runs.items()}
+        arrays = sorted({*(a for ids in run_arrays.values() for a in ids),
+                         *(array_of(j) for j in follow_ups.values())})
         tasks: dict[str, tools.TaskInfo] | None = {} if ask_scheduler else None
         if arrays and ask_scheduler:
             try:
@@ -231,6 +236,11 @@ class SlurmExecutor:
             if info is not None:
                 views[(run_id, FOLLOW_UP)] = TaskView(state=info.state, alive=not info.state.final,
                                                       accounting=info)
+        for run_id, ids in run_arrays.items():
+            started = tuple(t for job, t in (tasks or {}).items()
+                            if array_of(job) in ids and t.elapsed_s)
+            if started:
+                views[(run_id, RUN_TASKS)] = TaskView(state=TaskState.RUNNING, tasks=started)
         return views
 
     @staticmethod

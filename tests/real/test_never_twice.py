@@ -81,9 +81,16 @@ class Cut(dj.Computed):
     def make(self, key):
         with open(os.environ["EXAMPLE_MAKE_LOG"], "a") as log:
             log.write(str(key["piece"]) + "\\n")
+        stuck = os.environ["EXAMPLE_MAKE_LOG"] + ".stuck"
         # Only the array task whose job id is the array's own outlives its time limit.
         if os.environ.get("SLURM_JOB_ID") == os.environ.get("SLURM_ARRAY_JOB_ID"):
+            open(stuck, "w").close()
             time.sleep(600)
+        # Tasks pull chunks: a sibling done before the stuck task has started would take
+        # the key it is meant to hold. So the siblings end only once it holds one.
+        waited = time.monotonic()
+        while not os.path.exists(stuck) and time.monotonic() - waited < 45:
+            time.sleep(0.5)
         self.insert1(key)
 """
 

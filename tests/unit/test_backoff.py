@@ -101,7 +101,7 @@ def test_watch_asks_slurm_at_most_every_30_s(monkeypatch: pytest.MonkeyPatch) ->
     from datetime import timedelta
 
     from djhpc import executors, status
-    from djhpc.executors import TaskView
+    from djhpc.executors import FOLLOW_UP, RUN_TASKS, TaskView
     from djhpc.executors.slurm_tools import TaskInfo
     from djhpc.ledger import RunRecord, now
     from djhpc.states import RunPhase, TaskState
@@ -112,7 +112,10 @@ def test_watch_asks_slurm_at_most_every_30_s(monkeypatch: pytest.MonkeyPatch) ->
     def fake_observe(chunks: object, ask_scheduler: bool = True) -> dict[object, TaskView]:
         if ask_scheduler:
             asked.append(1)
-            return {(1, 0): TaskView(state=TaskState.RUNNING, alive=True, accounting=info)}
+            return {(1, 0): TaskView(state=TaskState.RUNNING, alive=True, accounting=info),
+                    (1, FOLLOW_UP): TaskView(state=TaskState.PENDING, alive=True,
+                                             accounting=info),
+                    (1, RUN_TASKS): TaskView(state=TaskState.RUNNING, tasks=(info,))}
         return {(1, 0): TaskView(state=TaskState.RUNNING)}  # the ledger's word only
 
     monkeypatch.setattr(executors, "observe", fake_observe)
@@ -126,6 +129,7 @@ def test_watch_asks_slurm_at_most_every_30_s(monkeypatch: pytest.MonkeyPatch) ->
         clock[0] = t
         views = poll.observe([], [run])
         assert views[(1, 0)].accounting is info  # Slurm's last answer stands
+        assert views[(1, FOLLOW_UP)].alive and views[(1, RUN_TASKS)].tasks == (info,)
     assert len(asked) == 1  # the answer at 0 s stands until 30 s have passed
     clock[0] = 30.0
     poll.observe([], [run])

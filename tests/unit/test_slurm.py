@@ -30,7 +30,7 @@ import pytest
 
 from djhpc.executors import slurm_tools as slurm
 from djhpc.executors.slurm_tools import SlurmError, TaskInfo
-from djhpc.states import TaskState
+from djhpc.states import ChunkState, TaskState
 
 DATA = Path(__file__).parent / "data" / "slurm"
 
@@ -809,3 +809,22 @@ def test_show_config(fake: FakeSlurm) -> None:
     config = slurm.show_config()
     assert config == slurm.parse_config(SCONTROL_CONFIG)
     assert fake.calls("scontrol")[0]["argv"] == ["show", "config"]
+
+
+def test_observe_sees_every_task_of_a_runs_arrays_once(fake: FakeSlurm) -> None:
+    from djhpc.executors import RUN_TASKS
+    from djhpc.executors.slurm import SlurmExecutor
+    from tests.unit.records import chunk, run
+
+    fake.add("sbatch")
+    fake.add("squeue", stdout="")
+    fake.add("sacct", stdout=(
+        "40_0|COMPLETED|0:0|node1|100|2|00:50.000|200||1G|5|T0|T1|billing=2,cpu=2,mem=1G,node=1\n"
+        "40_1|COMPLETED|0:0|node1|3|2|00:01.000|6||1G|5|T0|T1|billing=2,cpu=2,mem=1G,node=1\n"
+        "40_2|CANCELLED by 0|0:0|None assigned|0|2|00:00:00|0||1G|5|None|T1|billing=2\n"))
+    # Task 40_0 pulled both chunks; 40_1 started, found none left; 40_2 never started.
+    r = run(settings={"jobs": ["40"]})
+    views = SlurmExecutor().observe([(r, chunk(0, ChunkState.DONE, job_id="40_0")),
+                                     (r, chunk(1, ChunkState.DONE, job_id="40_0"))])
+    assert sorted(t.job_id for t in views[(7, RUN_TASKS)].tasks) == ["40_0", "40_1"]
+    assert views[(7, 1)].accounting is not None and views[(7, 1)].accounting.job_id == "40_0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from djhpc import status
-from djhpc.executors import TaskView
+from djhpc.executors import RUN_TASKS, TaskView
 from djhpc.executors.slurm_tools import TaskInfo
 from djhpc.ledger import ErrorRow
 from djhpc.states import ChunkState, RunPhase, RunState, TaskState
@@ -82,6 +82,25 @@ def test_build_report_counts_keys_and_task_states() -> None:
     assert report.keys_per_hour == 7 * 30 and report.eta_s == round(8 / (7 * 30) * 3600)
     assert report.chunks[2].task_state == "pending" and report.chunks[0].max_rss_mb == 500
     assert report.to_json()["state"] == "running"
+
+
+def test_a_run_costs_each_task_of_its_jobs_once() -> None:
+    def task(job: str, elapsed: float) -> TaskInfo:
+        return TaskInfo(job_id=job, state=TaskState.COMPLETED, raw_state="COMPLETED",
+                        elapsed_s=elapsed, cpu_time_s=2 * elapsed, billing=2.0)
+
+    puller, pulled_from = task("1_0", 1800), task("1_1", 36)
+    # Task 1_0 pulled chunk 1 as well; task 1_1 started, found no chunk left and ended.
+    chunks = [chunk(0, DONE, job_id="1_0"), chunk(1, DONE, job_id="1_0")]
+    named = {(7, c): TaskView(state=TaskState.COMPLETED, accounting=puller) for c in (0, 1)}
+    assert status.run_tasks(run(), chunks, named) == [puller]  # not once per chunk
+    every = {**named, (7, RUN_TASKS): TaskView(state=TaskState.RUNNING,
+                                               tasks=(puller, pulled_from))}
+    assert status.run_tasks(run(), chunks, every) == [puller, pulled_from]
+    report = status.build_report(run(n_keys=10), chunks, every, done_first={0: 5, 1: 5},
+                                 done_latest={0: 5, 1: 5}, stamp=later(2000))
+    assert report.billing_hours == round(2.0 * (1800 + 36) / 3600, 4)
+    assert report.core_hours == round(2 * (1800 + 36) / 3600, 4)
 
 
 def test_efficiency_and_hints_of_an_ended_run() -> None:
