@@ -651,6 +651,29 @@ def reserve(table: Any, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [k for k in keys if tuple(str(k[a]) for a in attrs) in mine]
 
 
+def hand_over(table: Any, keys: Sequence[dict[str, Any]], host: str, pid: int) -> None:
+    """Move the reservations another task (`host`, `pid`) holds on `keys` in DataJoint's
+    jobs table to this process: its chunk was split, and these keys are now ours."""
+    if not keys:
+        return
+    conn = table.connection
+    if is_legacy():
+        from datajoint.hash import key_hash
+
+        jobs = _legacy_jobs(table)
+        which = [{"table_name": table.table_name, "key_hash": key_hash(k)} for k in keys]
+    else:
+        jobs = _jobs_2x(table, declare=False)
+        if jobs is None:
+            return
+        which = [{a: k[a] for a in jobs.primary_key} for k in keys]
+    held = jobs & which & {"status": "reserved", "host": host, "pid": pid}
+    mine, me = _worker()
+    where = held.where_clause().replace("%", "%%")  # values are inlined; args come after
+    conn.query(f"UPDATE {jobs.full_table_name} SET host=%s, pid=%s, connection_id=%s{where}",
+               args=(mine, me, conn.connection_id))
+
+
 def release_sql(full_table_name: str, host: str, pid: int) -> tuple[str, tuple[Any, ...]]:
     """SQL dropping the reservations a (dead) task of this table left in DataJoint's jobs
     table, without importing the table's module."""

@@ -28,7 +28,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -93,6 +93,10 @@ class ChunkRecord:
     n_done: int = 0
     n_error: int = 0
     requeues: int = 0
+    # Keys below `started_to` are its task's to make (it moves it on before it starts
+    # them); the keys above may be split off to an idle task. None: none started yet.
+    started_to: int | None = None
+    split_from: int | None = None  # the chunk this one's keys were split off from
 
     @property
     def keys(self) -> int:
@@ -117,7 +121,10 @@ RUN_COLUMNS = ("run_id", "target", "paths", "workdir", "table_name", "keys_table
                "run_dir", "db_user", "host")
 CHUNK_COLUMNS = ("run_id", "chunk", "attempt", "lo", "hi", "state", "job_id", "host", "pid",
                  "connection_id", "started", "finished", "heartbeat", "n_done", "n_error",
-                 "requeues")
+                 "requeues", "started_to", "split_from")
+# Chunk columns added after the first release, with their types: `upgrade` adds them.
+LATER_CHUNK_COLUMNS = {"started_to": "BIGINT NULL", "split_from": "INT NULL"}
+MIN_SPLIT_KEYS = 2  # unstarted keys a running chunk must have for an idle task to split it
 
 
 class Ledger:
@@ -153,6 +160,7 @@ class Ledger:
         must not race each other's DDL.
         """
         if all(self.has_table(t) for t in ("run", "key_time", "task_usage")):
+            self.upgrade()
             return
         with self._lock(f"djhpc-ledger:{self.schema}", f"creating the ledger {self.schema}"):
             if not self.exists():
@@ -160,6 +168,28 @@ class Ledger:
             # Also in a ledger made before per-key timings and the sizing history.
             self.ensure_key_time()
             self.ensure_task_usage()
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Add the chunk columns a ledger made by an earlier djhpc lacks."""
+        rows = self.sql("SELECT column_name FROM information_schema.columns WHERE "
+                        "table_schema=%s AND table_name='chunk'", (self.schema,)).fetchall()
+        missing = set(LATER_CHUNK_COLUMNS) - {str(r[0]).lower() for r in rows}
+        if not missing:
+            return
+        with self._lock(f"djhpc-ledger:{self.schema}", f"upgrading the ledger {self.schema}"):
+            for name, kind in LATER_CHUNK_COLUMNS.items():
+                if name in missing:
+                    try:
+                        self.sql(f"ALTER TABLE {self.t('chunk')} ADD COLUMN {name} {kind}")
+                    except Exception as error:  # added meanwhile by another djhpc
+                        if not self._has_column("chunk", name):
+                            raise self._permission_error(error) from None
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return self.sql("SELECT 1 FROM information_schema.columns WHERE table_schema=%s AND "
+                        "table_name=%s AND column_name=%s",
+                        (self.schema, table, column)).fetchone() is not None
 
     def _create(self) -> None:
         d = self.d
@@ -182,6 +212,7 @@ class Ledger:
                 connection_id BIGINT NULL, started {ts} NULL, finished {ts} NULL,
                 heartbeat {ts} NULL, n_done INT NOT NULL DEFAULT 0,
                 n_error INT NOT NULL DEFAULT 0, requeues INT NOT NULL DEFAULT 0,
+                started_to BIGINT NULL, split_from INT NULL,
                 PRIMARY KEY (run_id, chunk)){d.table_options}""",
             f"""CREATE TABLE IF NOT EXISTS {self.t('error')} (
                 error_id {d.serial_pk}, run_id BIGINT NOT NULL, attempt INT NOT NULL,
@@ -571,11 +602,79 @@ class Ledger:
         stamp = now()
         cursor = self.sql(
             f"UPDATE {self.t('chunk')} SET state=%s, job_id=COALESCE(%s, job_id), host=%s, "
-            "pid=%s, connection_id=%s, started=COALESCE(started, %s), heartbeat=%s, finished=NULL "
-            "WHERE run_id=%s AND chunk=%s AND state=%s",
+            "pid=%s, connection_id=%s, started=COALESCE(started, %s), heartbeat=%s, finished=NULL, "
+            "started_to=NULL WHERE run_id=%s AND chunk=%s AND state=%s",
             (ChunkState.RUNNING, job_id, host, pid, connection_id, stamp, stamp, run_id, chunk,
              ChunkState.QUEUED))
         return bool(cursor.rowcount == 1)
+
+    def advance(self, run_id: int, chunk: int, upto: int) -> tuple[int, int]:
+        """Let the chunk's task start its keys below `upto` (no further than the chunk's
+        end, which a split may have moved); (how far it may go, the chunk's end)."""
+        self.sql(f"UPDATE {self.t('chunk')} SET started_to = LEAST(hi, GREATEST("
+                 "COALESCE(started_to, lo), %s)) WHERE run_id=%s AND chunk=%s",
+                 (upto, run_id, chunk))
+        row = self.sql(f"SELECT started_to, hi FROM {self.t('chunk')} WHERE run_id=%s AND "
+                       "chunk=%s", (run_id, chunk)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def split(self, run_id: int, attempt: int, *, job_id: str | None, host: str, pid: int,
+              connection_id: int) -> tuple[ChunkRecord, ChunkRecord] | None:
+        """Take the unstarted upper half of the attempt's running chunk with the most
+        unstarted keys, as a new chunk running for this task: (the new chunk, the one it
+        came from, as it was). None when no chunk has enough keys left to split.
+
+        The chunk's row is locked while its end moves down, and its task only starts
+        keys below `started_to` (moved in the same row), so no key is in both halves.
+        """
+        unstarted = "hi - started_to"
+        candidates = self.sql(
+            f"SELECT chunk FROM {self.t('chunk')} WHERE run_id=%s AND attempt=%s AND state=%s "
+            f"AND started_to IS NOT NULL AND {unstarted} >= %s ORDER BY {unstarted} DESC, chunk "
+            "LIMIT 4", (run_id, attempt, ChunkState.RUNNING, MIN_SPLIT_KEYS)).fetchall()
+        for (chunk,) in candidates:
+            for _ in range(5):  # two splitters may pick the same new chunk number
+                try:
+                    split = self._split(run_id, int(chunk), job_id=job_id, host=host, pid=pid,
+                                        connection_id=connection_id)
+                except Exception as error:
+                    log.debug("Split of chunk %s not recorded (%s): trying again", chunk,
+                              dj.server_message(error))
+                    continue
+                if split is not None:
+                    return split
+                break
+        return None
+
+    def _split(self, run_id: int, chunk: int, *, job_id: str | None, host: str, pid: int,
+               connection_id: int) -> tuple[ChunkRecord, ChunkRecord] | None:
+        conn = self.conn
+        conn.start_transaction()
+        try:
+            row = self.sql(f"SELECT {', '.join(CHUNK_COLUMNS)} FROM {self.t('chunk')} "
+                           "WHERE run_id=%s AND chunk=%s FOR UPDATE", (run_id, chunk)).fetchone()
+            old = _chunk_record(row)
+            if (old.state != ChunkState.RUNNING or old.started_to is None
+                    or old.hi - old.started_to < MIN_SPLIT_KEYS):
+                conn.cancel_transaction()
+                return None
+            mid = old.hi - (old.hi - old.started_to) // 2
+            number = int(self.sql(f"SELECT COALESCE(MAX(chunk), -1) + 1 FROM {self.t('chunk')} "
+                                  "WHERE run_id=%s", (run_id,)).fetchone()[0])
+            self.sql(f"UPDATE {self.t('chunk')} SET hi=%s WHERE run_id=%s AND chunk=%s",
+                     (mid, run_id, chunk))
+            stamp = now()
+            self.sql(f"INSERT INTO {self.t('chunk')} (run_id, chunk, attempt, lo, hi, state, "
+                     "job_id, host, pid, connection_id, started, heartbeat, split_from) VALUES "
+                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     (run_id, number, old.attempt, mid, old.hi, ChunkState.RUNNING, job_id, host,
+                      pid, connection_id, stamp, stamp, chunk))
+            conn.commit_transaction()
+        except BaseException:
+            if conn.in_transaction:
+                conn.cancel_transaction()
+            raise
+        return self.chunk(run_id, number), old
 
     def queued_chunks(self, run_id: int, attempt: int, limit: int) -> list[int]:
         """The first chunks of an attempt that wait for a task, in order."""
@@ -898,9 +997,13 @@ class Lease:
     """
 
     def __init__(self, ledger: Ledger, run: RunRecord, chunk: ChunkRecord, *,
-                 job_id: str | None, host: str) -> None:
+                 job_id: str | None, host: str,
+                 split_off: ChunkRecord | None = None) -> None:
         self.ledger, self.run, self.chunk = ledger, run, chunk
         self.job_id, self.host = job_id, host
+        # The chunk this one was split off from, as it was: its task's reservations
+        # of these keys in DataJoint's jobs table pass to this task.
+        self.split_off = split_off
 
     @classmethod
     def claim(cls, ledger: Ledger, run_id: int, chunk: int, *, job_id: str | None, host: str,
@@ -922,16 +1025,32 @@ class Lease:
     @classmethod
     def claim_next(cls, ledger: Ledger, run_id: int, attempt: int, *, job_id: str | None,
                    host: str, pid: int) -> Lease | None:
-        """The lease on the next chunk of the attempt that no task has started, or None
-        when none is left. Tasks race for it; the atomic claim lets one win each."""
+        """The lease on the next chunk of the attempt that no task has started; when none
+        is left, on the unstarted half of the running chunk with the most keys left
+        (a straggler); None when there is neither. Tasks race for each; the atomic
+        claim (or split) lets one win."""
         while True:
             queued = ledger.queued_chunks(run_id, attempt, limit=8)
             if not queued:
-                return None
+                break
             for chunk in queued:
                 lease = cls.claim(ledger, run_id, chunk, job_id=job_id, host=host, pid=pid)
                 if lease is not None:
                     return lease
+        split = ledger.split(run_id, attempt, job_id=job_id, host=host, pid=pid,
+                             connection_id=ledger.connection_id())
+        if split is None:
+            return None
+        new, old = split
+        return cls(ledger, ledger.run(run_id), new, job_id=job_id, host=host, split_off=old)
+
+    def advance(self, upto: int) -> int:
+        """Let this task start the chunk's keys below `upto`; how far it may really go (the
+        chunk's end, if that comes first; a split may have moved it down)."""
+        started_to, hi = self.ledger.advance(self.chunk.run_id, self.chunk.chunk, upto)
+        if hi != self.chunk.hi:
+            self.chunk = replace(self.chunk, hi=hi)
+        return started_to
 
     def reserve(self, plan: dj.Reservation) -> set[int]:
         """Reserve the chunk's keys in DataJoint's jobs table; the numbers others hold."""
@@ -956,6 +1075,7 @@ class Lease:
         c = self.chunk
         self.ledger.add_key_times(c.run_id, c.attempt, c.chunk, times)
         if state:
+            self.chunk = self.ledger.chunk(c.run_id, c.chunk)  # its end, after any split
             n_done = self.ledger.done_by_chunk(self.run, [self.chunk]).get(self.chunk.chunk, 0)
         self.ledger.report(self.chunk.run_id, self.chunk.chunk, n_done=n_done, n_error=n_error,
                            state=state, requeue=requeue)

@@ -266,7 +266,8 @@ def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
         grid = _table(["CHUNK", "STATE", "KEYS", "DONE", "ERR", "JOB", "TASK", "HOST", "ELAPSED",
                        "MAXRSS"])
         for c in shown:
-            _add(grid, str(c.chunk), _state(c.state), str(c.keys), str(c.done), _count(c.error),
+            _add(grid, f"{c.chunk}" + (f" (split of {c.split_from})" if c.split_from is not None
+                                      else ""), _state(c.state), str(c.keys), str(c.done), _count(c.error),
                          c.job or "-", c.task_state or "-", c.host or "-", duration(c.elapsed_s),
                          f"{c.max_rss_mb:.0f}M" if c.max_rss_mb else "-")
         out += [Text(""), grid]

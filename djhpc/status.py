@@ -61,6 +61,7 @@ class ChunkView:
     started: str | None = None
     finished: str | None = None
     pending_reason: str | None = None  # squeue's reason code while the task waits
+    split_from: int | None = None  # the chunk an idle task split these keys off
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,7 +302,8 @@ def _chunk_view(c: ChunkRecord, view: TaskView | None, done: int, error: int,
                    else _elapsed(c.started, c.finished, stamp)),
         max_rss_mb=task.max_rss_mb if task else None,
         started=_iso(c.started), finished=_iso(c.finished),
-        pending_reason=task.reason if task and task.state is TaskState.PENDING else None)
+        pending_reason=task.reason if task and task.state is TaskState.PENDING else None,
+        split_from=c.split_from)
 
 
 def _elapsed(start: datetime | None, end: datetime | None, stamp: datetime) -> float | None:

@@ -29,6 +29,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -41,6 +42,7 @@ from djhpc.target import Target
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0  # how often a task reports progress
+WINDOW_MAX_KEYS = 1000  # keys a task takes at a time, at most (see `_window`)
 HEARTBEAT_SECONDS = 30.0  # how often it says it is alive while one make() runs long
 TRANSIENT_RETRIES = 3  # per key, for deadlocks, lock waits and lost connections
 SIGTERM_GRACE = 0.0  # Slurm kills KillWait (often 30 s) after SIGTERM: stop at once
@@ -189,7 +191,10 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
             if lease is None:
                 break
             first = first or lease
-            if lease.chunk.chunk != task.chunk:
+            if lease.split_off is not None:
+                log.info("Split chunk %s of run %s off chunk %s (keys %s-%s)", lease.chunk.chunk,
+                         task.run_id, lease.split_off.chunk, lease.chunk.lo, lease.chunk.hi - 1)
+            elif lease.chunk.chunk != task.chunk:
                 log.info("Pulled chunk %s of run %s", lease.chunk.chunk, task.run_id)
             outcome = _one_chunk(task, lease, stop, deadline)
             made.append(outcome)
@@ -333,7 +338,13 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         pending_errors.clear()
         pending_times.clear()
 
+    reach = lease.chunk.lo  # keys below it are this task's to start
     for number, key in enumerate(keys, start=lease.chunk.lo):
+        if number >= reach:
+            reach = _with_reconnect(table, partial(lease.advance,
+                                                   number + _window(deadline.longest)))
+            if number >= reach:
+                break  # the rest of the chunk was split off to an idle task
         if number - lease.chunk.lo not in mine:
             continue
         if not stop.requested and deadline.too_late():
@@ -381,10 +392,21 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
     return outcome
 
 
+def _window(key_s: float) -> int:
+    """Keys a task takes at a time: what it makes in a progress report's interval (one
+    while it has not timed a key), so that the rest of its chunk stays free to split off."""
+    if key_s <= 0:
+        return 1
+    return max(1, min(WINDOW_MAX_KEYS, int(FLUSH_SECONDS / key_s)))
+
+
 def _reserve(lease: Lease, table: Any, keys: list[dict[str, Any]]) -> set[int]:
     """Positions of the chunk's keys this task may make: those it reserved in DataJoint's
-    jobs table. Where that table cannot be used (no right to create it), all of them."""
+    jobs table. Where that table cannot be used (no right to create it), all of them.
+    Keys split off another task's chunk are first handed over from that task."""
     try:
+        if lease.split_off is not None and lease.split_off.host and lease.split_off.pid:
+            dj.hand_over(table, keys, lease.split_off.host, lease.split_off.pid)
         plan = dj.reservation(table, lease.run.key_attrs)
         if plan is not None:  # on the server, in one statement
             taken = lease.reserve(plan)
@@ -449,14 +471,15 @@ def _make(table: Any, key: dict[str, Any],
     return None
 
 
-def _with_reconnect(table: Any, action: Any) -> None:
+def _with_reconnect(table: Any, action: Any) -> Any:
+    """`action()`; once more on a new connection if the server dropped this one."""
     try:
-        action()
+        return action()
     except Exception as error:
         if not dj.is_transient(error):
             raise
         dj.reconnect(table.connection)
-        action()
+        return action()
 
 
 def _message(error: BaseException) -> str:

@@ -78,3 +78,58 @@ def test_the_local_executor_pulls_chunks_the_same_way(project: Project) -> None:
     assert len(pids) <= 3, pids  # two processes (a third if one started as the other ended)
     logs = project.djhpc("logs", str(out["run_id"]), "--chunk", "15", env=env)
     assert logs.returncode == 0 and "task-" in logs.stderr
+
+
+STEPS = """
+import json, os, time
+import datajoint as dj
+schema = dj.Schema("{schema}")
+
+@schema
+class Step(dj.Manual):
+    definition = "step : int"
+
+@schema
+class Cut(dj.Computed):
+    definition = "-> Step"
+
+    def make(self, key):
+        with open(os.environ["EXAMPLE_MAKE_LOG"], "a") as log:
+            log.write(json.dumps({{"key": key, "pid": os.getpid()}}) + "\\n")
+        time.sleep(3 if key["step"] < 6 else 0.1)  # the first chunk's keys are the slow ones
+        self.insert1(key)
+"""
+
+
+@pytest.mark.usefixtures("slurm")
+def test_an_idle_task_splits_a_straggling_chunk(project: Project) -> None:
+    from tests.real.conftest import drop_schema
+
+    schema = f"{project.prefix}_steps"
+    (project.workdir / "steps.py").write_text(STEPS.format(schema=schema))
+    try:
+        project.python("import json, steps; steps.Step.insert([(i,) for i in range(12)]); "
+                       "print(json.dumps(0))")
+        log = project.tmp / "makes.log"
+        env = project.env(EXAMPLE_MAKE_LOG=str(log))
+        # Two chunks of six keys: chunk 0 takes 18 s, chunk 1 under a second.
+        out = project.djhpc_json("submit", "steps.Cut", "-e", "slurm", "--tasks", "2", "--wait",
+                                 env=env)
+        assert out["status"]["state"] == "done", out
+        made = [json.loads(line) for line in log.read_text().splitlines()]
+        steps = sorted(m["key"]["step"] for m in made)
+        assert steps == list(range(12)), steps  # each key made once
+        status = project.djhpc_json("status", str(out["run_id"]), env=env)
+        chunks = status["chunks"]
+        split = [c for c in chunks if c["split_from"] is not None]
+        assert split, chunks  # the idle task took keys off the straggler...
+        assert {c["state"] for c in chunks} == {"done"} and status["keys"]["done"] == 12
+        owner = next(m["pid"] for m in made if m["key"]["step"] == 0)
+        by_other = [m["key"]["step"] for m in made if m["pid"] != owner and m["key"]["step"] < 6]
+        assert by_other, made  # ...and made some of the slow keys itself
+        assert sum(c["keys"] for c in chunks) == 12  # the halves still cover each key once
+        left = project.python("import json, steps; from djhpc import dj; "
+                              "print(json.dumps(len(dj.reserved_keys(steps.Cut()))))")
+        assert left == 0  # no reservation left behind in DataJoint's jobs table
+    finally:
+        drop_schema(schema)

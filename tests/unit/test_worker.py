@@ -1,4 +1,4 @@
-"""The worker's signal handling: stop between keys, or interrupt the key in time."""
+"""The worker: signal handling (stop between keys, or interrupt the key in time), deadlines, windows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from djhpc import worker
 from djhpc.worker import Interrupted, StopSignal
 
 
@@ -62,3 +63,10 @@ def test_a_task_starts_no_key_that_would_end_within_the_signal_delay() -> None:
     assert deadline.too_late()
     assert not Deadline(None, reserve_s=30.0, history_p95_s=5.0).too_late()  # no limit
     assert Deadline(60.0, reserve_s=30.0, history_p95_s=30.0).too_late()  # history says no
+
+
+def test_a_task_takes_keys_a_report_interval_at_a_time() -> None:
+    assert worker._window(0.0) == 1  # nothing timed yet: one key, the rest stays splittable
+    assert worker._window(600.0) == 1  # slow keys: one at a time
+    assert worker._window(1.0) == int(worker.FLUSH_SECONDS)
+    assert worker._window(0.0001) == worker.WINDOW_MAX_KEYS
