@@ -45,6 +45,8 @@ BENCHMARKS: dict[str, str] = {
     "P3": "p3_status",
     "P4": "p4_scaleout",
     "P5": "p5_task_start",
+    "P6": "p6_skew",
+    "P7": "p7_time_limit",
 }
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 

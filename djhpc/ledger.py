@@ -896,6 +896,14 @@ class Ledger:
                  else f"INSERT IGNORE {insert}", [v for row in rows for v in row])
         self._usage_kept.update((u.run_id, u.chunk, u.job_id or "", u.source) for u in fresh)
 
+    def key_seconds(self, run_id: int, keys: int = 10000) -> list[float]:
+        """The run's newest `keys` make() times of keys that were made."""
+        if not self.has_table("key_time"):
+            return []
+        return [float(s) for (s,) in self.sql(
+            f"SELECT seconds FROM {self.t('key_time')} WHERE run_id=%s AND ok=1 "
+            f"ORDER BY key_time_id DESC LIMIT {int(keys)}", (run_id,)).fetchall()]
+
     def history(self, table_name: str, *, runs: int = 10, keys: int = 10000) -> History:
         """What the table's latest runs measured: their newest `keys` make() times, and
         their tasks' use (Slurm's record of a task where there is one, else the task's)."""

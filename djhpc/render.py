@@ -26,7 +26,7 @@ from rich.text import Text
 
 from djhpc.lifecycle import Submission
 from djhpc.resources import format_duration
-from djhpc.sizing import MIN_KEYS, Escalation, History
+from djhpc.sizing import MIN_KEYS, Escalation, History, KeySeconds
 from djhpc.status import ErrorGroup, Overview, RunDetail, RunReport, TableView
 
 STATE_COLOURS = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red",
@@ -91,6 +91,11 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return str(timedelta(seconds=round(seconds)))
+
+
+def _short(seconds: float) -> str:
+    """Seconds to three figures under a minute (keys may take milliseconds), else H:MM:SS."""
+    return f"{seconds:.3g}s" if seconds < 60 else duration(seconds)
 
 
 def _add(grid: Table, *cells: RenderableType) -> None:
@@ -226,8 +231,8 @@ def runs(reports: Sequence[RunReport]) -> str:
     return text(_runs(reports)) + ("\n\n" + summary if summary else "")
 
 
-def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
-                max_chunks: int = 50) -> list[RenderableType]:
+def _run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50,
+                key_seconds: KeySeconds | None = None) -> list[RenderableType]:
     k = r.keys
     head = Text.assemble((f"Run {r.run_id}", "bold"), f"  {r.target} → {r.table}  ",
                          _state(r.state))
@@ -246,6 +251,9 @@ def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
     if r.eta_s is not None and not r.final:
         speed += f", ETA {duration(r.eta_s)}"
     _add(facts, "speed", speed)
+    if key_seconds is not None:
+        _add(facts, "per key", f"make() p50 {_short(key_seconds.p50)}, p95 "
+                               f"{_short(key_seconds.p95)}, max {_short(key_seconds.max)}")
     eff = r.efficiency
     cost = f"{r.core_hours:.2f} core-hours" + (
         f", {r.billing_hours:.2f} billing hours" if r.billing_hours is not None else "")
@@ -282,8 +290,9 @@ def _run_detail(r: RunReport, groups: Sequence[ErrorGroup],
     return out
 
 
-def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50) -> str:
-    return text(*_run_detail(r, groups, max_chunks))
+def run_detail(r: RunReport, groups: Sequence[ErrorGroup], max_chunks: int = 50,
+               key_seconds: KeySeconds | None = None) -> str:
+    return text(*_run_detail(r, groups, max_chunks, key_seconds))
 
 
 def errors(groups: Sequence[ErrorGroup]) -> str:
@@ -326,7 +335,7 @@ def status_view(view: Overview | RunDetail | TableView) -> str:
     if isinstance(view, Overview):
         return runs(view.runs)
     if isinstance(view, RunDetail):
-        return run_detail(view.report, view.errors)
+        return run_detail(view.report, view.errors, key_seconds=view.key_seconds)
     shown = target_view(view.target, view.remaining, view.total, view.runs)
     measured = view.history.seconds if view.history else None
     if view.history is None or measured is None:

@@ -25,7 +25,7 @@ from djhpc.allocation import explain_reason
 from djhpc.executors import FOLLOW_UP, RUN_TASKS, Observed, TaskView
 from djhpc.executors.slurm_tools import TaskInfo, pending_reason_text
 from djhpc.ledger import ChunkRecord, ErrorRow, Ledger, RunRecord, now
-from djhpc.sizing import History, TaskUsage
+from djhpc.sizing import History, KeySeconds, TaskUsage
 from djhpc.states import (
     COUNTED_CHUNK_STATES,
     TASK_STATE_OF_CHUNK,
@@ -407,13 +407,15 @@ class RunDetail:
 
     report: RunReport
     errors: list[ErrorGroup]
+    key_seconds: KeySeconds | None = None  # make() per key, of the keys made so far
 
     @property
     def final(self) -> bool:
         return self.report.final
 
     def to_json(self) -> dict[str, Any]:
-        return self.report.to_json()
+        return {**self.report.to_json(),
+                "key_seconds": self.key_seconds.to_json() if self.key_seconds else None}
 
 
 @dataclass(frozen=True, kw_only=True)

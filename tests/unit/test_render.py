@@ -81,3 +81,17 @@ def test_durations() -> None:
     assert render.duration(None) == "-"
     assert render.duration(59.6) == "0:01:00"
     assert render.duration(90061) == "1 day, 1:01:01"
+
+
+@pytest.mark.usefixtures("piped")
+def test_run_detail_shows_split_chunks_and_key_times() -> None:
+    from djhpc.sizing import KeySeconds
+
+    chunks = [ChunkView(chunk=0, attempt=1, state="done", keys=3, done=3, error=0, job="9_0",
+                        host="c1"),
+              ChunkView(chunk=2, attempt=1, state="done", keys=2, done=2, error=0, job="9_1",
+                        host="c1", split_from=0)]
+    text = render.run_detail(run_report(chunks=chunks), [],
+                             key_seconds=KeySeconds(p50=0.052, p95=3.1, max=125.0))
+    assert "2 (split of 0)" in text
+    assert "make() p50 0.052s, p95 3.1s, max 0:02:05" in text
