@@ -56,7 +56,9 @@ class Context:
         ledger = Ledger(conn, schema)
         if create:
             ledger.create()
-        elif require and not ledger.exists():
+        elif ledger.exists():
+            ledger.upgrade()  # a ledger an earlier djhpc made: its chunks get the new columns
+        elif require:
             raise UsageError(f"No djhpc ledger in schema {schema!r} yet",
                              "Submit a run first, or set ledger_schema: to the one you used")
         return cls(settings=settings, sources=sources, conn=conn, ledger=ledger)

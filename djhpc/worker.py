@@ -174,6 +174,7 @@ def run_chunk(task: ChunkTask) -> dict[str, Any]:
     conn = dj.connection()
     dj.keep_session(conn)
     ledger = Ledger(conn, task.ledger_schema)
+    ledger.upgrade()  # djhpc upgraded while the run's tasks waited in the queue
     job_id, host, pid = _slurm_task_id(task), socket.gethostname(), os.getpid()
     clock = time.monotonic()
     made: list[Outcome] = []
@@ -381,7 +382,9 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         _with_reconnect(table, lambda: flush(state, requeue=state == ChunkState.QUEUED))
         outcome.state = state
         what = _after_hand_back(lease, outcome)
-        left = len(mine) - outcome.done - outcome.errors
+        # Of the keys still the chunk's (a split may have taken some of them away).
+        left = sum(1 for n in mine if lease.chunk.lo + n < lease.chunk.hi) - outcome.done \
+            - outcome.errors
         message = f"Interrupted by {signal_name} after {outcome.done} keys: {left} keys {what}"
         log.warning(message)
         _safe(lambda: lease.add_errors([({}, message, "")]))

@@ -128,6 +128,9 @@ def test_an_idle_task_splits_a_straggling_chunk(project: Project) -> None:
         by_other = [m["key"]["step"] for m in made if m["pid"] != owner and m["key"]["step"] < 6]
         assert by_other, made  # ...and made some of the slow keys itself
         assert sum(c["keys"] for c in chunks) == 12  # the halves still cover each key once
+        assert 2.5 < status["key_seconds"]["max"] < 10 and status["key_seconds"]["p50"] < 3.5
+        text = project.djhpc("status", str(out["run_id"]), env=env).stdout
+        assert f"(split of {split[0]['split_from']})" in text and "make() p50" in text
         left = project.python("import json, steps; from djhpc import dj; "
                               "print(json.dumps(len(dj.reserved_keys(steps.Cut()))))")
         assert left == 0  # no reservation left behind in DataJoint's jobs table

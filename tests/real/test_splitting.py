@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 
-from .conftest import Project
+from .conftest import Project, q
 
 RACE = """
 import json, threading, time
@@ -75,3 +75,14 @@ def test_splitting_never_gives_a_key_to_two_tasks(project: Project) -> None:
     assert ranges[0][0] == 0 and ranges[-1][1] == 400
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # no gap, no overlap
     assert out["numbers"] == list(range(len(ranges)))  # each split got its own chunk number
+
+
+def test_a_ledger_an_earlier_djhpc_made_gains_the_new_chunk_columns(project: Project) -> None:
+    project.make_data("--sessions", "1", "--units", "1")  # 4 keys
+    out = project.djhpc_json("submit", "MyTable", "-e", "local", "--wait")
+    chunk = f"{q(project.ledger)}.{q('chunk')}"
+    for column in ("started_to", "split_from"):  # as the ledger was before splitting
+        project.sql(f"ALTER TABLE {chunk} DROP COLUMN {column}")
+    status = project.djhpc_json("status", str(out["run_id"]))
+    assert status["state"] == "done" and status["chunks"][0]["split_from"] is None
+    assert project.sql(f"SELECT started_to, split_from FROM {chunk}")  # the columns are back
