@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +78,11 @@ def test_local_view_follows_processes_on_this_host() -> None:
     dead.wait()
     me = os.getpid()  # pytest's command line holds no "djhpc": another program's pid
     task = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "djhpc"])
+    # Until the child has exec'd, its command line is still pytest's.
+    deadline = time.monotonic() + 10
+    while b"djhpc" not in Path(f"/proc/{task.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     r = run(executor="local", host=here)
     try:
         views = LocalExecutor().observe([
