@@ -315,7 +315,10 @@ def _elapsed(start: datetime | None, end: datetime | None, stamp: datetime) -> f
 def _core_hours(chunks: Sequence[ChunkRecord], tasks: Sequence[TaskInfo],
                 stamp: datetime) -> float:
     if tasks:
-        return sum(t.cpu_time_s or 0.0 for t in tasks) / 3600
+        # sacct's CPUTime is elapsed x allocated CPUs; a task only squeue has seen yet
+        # (accounting lags) is counted the same way from squeue's figures.
+        return sum(t.cpu_time_s if t.cpu_time_s is not None
+                   else (t.elapsed_s or 0.0) * (t.cpus or 1) for t in tasks) / 3600
     # Local runs: one core per task for as long as it ran.
     return sum(_elapsed(c.started, c.finished, stamp) or 0.0 for c in chunks) / 3600
 

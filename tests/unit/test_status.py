@@ -101,6 +101,10 @@ def test_a_run_costs_each_task_of_its_jobs_once() -> None:
                                  done_latest={0: 5, 1: 5}, stamp=later(2000))
     assert report.billing_hours == round(2.0 * (1800 + 36) / 3600, 4)
     assert report.core_hours == round(2 * (1800 + 36) / 3600, 4)
+    # A task squeue lists and sacct does not know yet: its CPU time is elapsed x CPUs.
+    live = TaskInfo(job_id="1_2", state=TaskState.RUNNING, raw_state="RUNNING", elapsed_s=90,
+                    cpus=4)
+    assert status._core_hours(chunks, [live], later(0)) == 90 * 4 / 3600
 
 
 def test_efficiency_and_hints_of_an_ended_run() -> None:
