@@ -340,10 +340,11 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         pending_times.clear()
 
     reach = lease.chunk.lo  # keys below it are this task's to start
+    longest = 0.0  # of this chunk's keys: another chunk's (a straggler's) may be far slower
     for number, key in enumerate(keys, start=lease.chunk.lo):
         if number >= reach:
             reach = _with_reconnect(table, partial(lease.advance,
-                                                   number + _window(deadline.longest)))
+                                                   number + _window(longest)))
             if number >= reach:
                 break  # the rest of the chunk was split off to an idle task
         if number - lease.chunk.lo not in mine:
@@ -364,8 +365,10 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         finally:
             stop.in_key = False
             signal.setitimer(signal.ITIMER_REAL, 0)
-        pending_times.append(KeyTime(number, started, time.monotonic() - clock, error is None))
-        deadline.measured(time.monotonic() - clock)
+        took = time.monotonic() - clock
+        pending_times.append(KeyTime(number, started, took, error is None))
+        deadline.measured(took)
+        longest = max(longest, took)
         if error is None:
             outcome.done += 1
         else:
@@ -396,8 +399,9 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
 
 
 def _window(key_s: float) -> int:
-    """Keys a task takes at a time: what it makes in a progress report's interval (one
-    while it has not timed a key), so that the rest of its chunk stays free to split off."""
+    """Keys a task takes at a time: what it makes in a progress report's interval at the
+    longest key of the chunk so far (one before it has timed one of the chunk's keys),
+    so that the rest of its chunk stays free to split off."""
     if key_s <= 0:
         return 1
     return max(1, min(WINDOW_MAX_KEYS, int(FLUSH_SECONDS / key_s)))
