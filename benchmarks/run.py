@@ -1,10 +1,10 @@
-"""Run djhpc's performance benchmarks (issue 6, targets P1-P5).
+"""Run djhpc's performance benchmarks (targets P1-P7 of issues 6 and 12).
 
     .venv/bin/python benchmarks/run.py [--quick] [--only P1,P3] [--json out.json]
 
 Each target is a ratio (or a limit) measured side by side in this one run,
 against the real MariaDB (DJ_HOST/DJ_USER/DJ_PASS, default 127.0.0.1/root/"")
-and, for P4, the local Slurm (`scripts/local-slurm.sh start`). Every schema
+and, for P4, P6 and P7, the local Slurm (`scripts/local-slurm.sh start`). Every schema
 made here starts with a random `djhpc_bench_<hex>` prefix and is dropped at
 the end. Prints a table; writes JSON (default benchmarks/results/latest.json).
 See docs/performance.md.

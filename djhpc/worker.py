@@ -340,11 +340,12 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         pending_times.clear()
 
     reach = lease.chunk.lo  # keys below it are this task's to start
-    longest = 0.0  # of this chunk's keys: another chunk's (a straggler's) may be far slower
+    # This chunk's keys, timed (another chunk's, a straggler's, may be far slower).
+    timed_s, timed_n = 0.0, 0
     for number, key in enumerate(keys, start=lease.chunk.lo):
         if number >= reach:
             reach = _with_reconnect(table, partial(lease.advance,
-                                                   number + _window(longest)))
+                                                   number + _window(timed_s / max(1, timed_n))))
             if number >= reach:
                 break  # the rest of the chunk was split off to an idle task
         if number - lease.chunk.lo not in mine:
@@ -368,7 +369,7 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
         took = time.monotonic() - clock
         pending_times.append(KeyTime(number, started, took, error is None))
         deadline.measured(took)
-        longest = max(longest, took)
+        timed_s, timed_n = timed_s + took, timed_n + 1
         if error is None:
             outcome.done += 1
         else:
@@ -400,7 +401,7 @@ def _make_chunk(task: ChunkTask, lease: Lease, table: Any, keys: list[dict[str, 
 
 def _window(key_s: float) -> int:
     """Keys a task takes at a time: what it makes in a progress report's interval at the
-    longest key of the chunk so far (one before it has timed one of the chunk's keys),
+    chunk's mean key time so far (one before it has timed one of the chunk's keys),
     so that the rest of its chunk stays free to split off."""
     if key_s <= 0:
         return 1
