@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from adaptive_run import require_slurm
 from common import (
     BATCH_STAMP,
     BIN,
@@ -147,8 +147,7 @@ class SlurmWatch:
 
 
 def run(bench: Bench) -> Outcome:
-    if shutil.which("sbatch") is None or subprocess.run(["sinfo"], capture_output=True).returncode:
-        raise RuntimeError("Slurm is not running: start it with `bash scripts/local-slurm.sh start`")
+    require_slurm()
     n = 400 if bench.quick else 2000
     configure_env()
     folder = bench.tmp / "p4"

@@ -896,13 +896,14 @@ class Ledger:
                  else f"INSERT IGNORE {insert}", [v for row in rows for v in row])
         self._usage_kept.update((u.run_id, u.chunk, u.job_id or "", u.source) for u in fresh)
 
-    def key_seconds(self, run_id: int, keys: int = 10000) -> list[float]:
-        """The run's newest `keys` make() times of keys that were made."""
-        if not self.has_table("key_time"):
+    def key_seconds(self, run_ids: Sequence[int], keys: int = 10000) -> list[float]:
+        """These runs' newest `keys` make() times of keys that were made."""
+        if not run_ids or not self.has_table("key_time"):
             return []
+        marks = ", ".join(["%s"] * len(run_ids))
         return [float(s) for (s,) in self.sql(
-            f"SELECT seconds FROM {self.t('key_time')} WHERE run_id=%s AND ok=1 "
-            f"ORDER BY key_time_id DESC LIMIT {int(keys)}", (run_id,)).fetchall()]
+            f"SELECT seconds FROM {self.t('key_time')} WHERE run_id IN ({marks}) AND ok=1 "
+            f"ORDER BY key_time_id DESC LIMIT {int(keys)}", list(run_ids)).fetchall()]
 
     def history(self, table_name: str, *, runs: int = 10, keys: int = 10000) -> History:
         """What the table's latest runs measured: their newest `keys` make() times, and
@@ -911,9 +912,7 @@ class Ledger:
         if not recent or not self.has_table("key_time"):
             return History(table=table_name)
         marks = ", ".join(["%s"] * len(recent))
-        seconds = [float(s) for (s,) in self.sql(
-            f"SELECT seconds FROM {self.t('key_time')} WHERE run_id IN ({marks}) AND ok=1 "
-            f"ORDER BY key_time_id DESC LIMIT {int(keys)}", recent).fetchall()]
+        seconds = self.key_seconds(recent, keys)
         failed = self.sql(f"SELECT COUNT(*) FROM {self.t('key_time')} WHERE run_id IN ({marks}) "
                           "AND ok=0", recent).fetchone()[0]
         usage: dict[tuple[int, int, str], TaskUsage] = {}

@@ -571,7 +571,7 @@ def overview(ctx: Context, show_all: bool = False, poll: SlurmPoll | None = None
 def run_detail(ctx: Context, run_id: int, poll: SlurmPoll | None = None) -> RunDetail:
     report = status_of(ctx, run_id, poll=poll)
     return RunDetail(report=report, errors=status.error_groups(ctx.ledger, [ctx.ledger.run(run_id)]),
-                     key_seconds=sizing_.percentiles(ctx.ledger.key_seconds(run_id)))
+                     key_seconds=sizing_.percentiles(ctx.ledger.key_seconds([run_id])))
 
 
 def table_view(ctx: Context, target_text: str, poll: SlurmPoll | None = None) -> TableView:

@@ -217,10 +217,11 @@ class SlurmExecutor:
         follow-up job, seen as chunk FOLLOW_UP, and all tasks of its arrays, RUN_TASKS)."""
         runs = {run.run_id: run for run, _ in chunks}
         follow_ups = {i: job for i, run in runs.items() if (job := follow_up_of(run))}
-        run_arrays = {i: {*run.settings.get("jobs", []),
-                          *(array_of(c.job_id) for r, c in chunks
-                            if r.run_id == i and c.job_id and self.owns(c.job_id))}
-                      for i, run in runs.items()}
+        run_arrays: dict[int, set[str]] = {i: set(run.settings.get("jobs", []))
+                                           for i, run in runs.items()}
+        for run, c in chunks:
+            if c.job_id and self.owns(c.job_id):
+                run_arrays[run.run_id].add(array_of(c.job_id))
         arrays = sorted({*(a for ids in run_arrays.values() for a in ids),
                          *(array_of(j) for j in follow_ups.values())})
         tasks: dict[str, tools.TaskInfo] | None = {} if ask_scheduler else None
